@@ -1,0 +1,188 @@
+"""The front door: read the settings, set up logging, build the shared resources once, load the cogs, start."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import sys
+from pathlib import Path
+
+import aiohttp
+import discord
+import yarl
+from discord import app_commands
+from discord.ext import commands
+from dotenv import load_dotenv
+
+from cogs.members import NotModerator
+from imaginebot.config import ConfigError, Settings, load_settings
+from imaginebot.generator import GeneratorClient
+from imaginebot.jobs import JobService
+from imaginebot.policy import Policy
+from imaginebot.store import Store, open_store
+
+log = logging.getLogger("imaginebot")
+
+EXTENSIONS = ("cogs.imagine", "cogs.quota", "cogs.settings")
+COMMANDS_HASH_KEY = "global_commands_hash"
+
+
+class ImagineBot(commands.Bot):
+    """The bot: owns the shared HTTP session, the store, the generator client and the job service."""
+
+    session: aiohttp.ClientSession
+    store: Store
+    generator: GeneratorClient
+    policy: Policy
+    jobs: JobService
+    messenger: object  # cogs.imagine._messenger.JobMessenger, set when the imagine cog loads
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=discord.Intents(guilds=True),
+            # A safety net: every send also names its own allowed mentions.
+            allowed_mentions=discord.AllowedMentions.none(),
+            help_command=None,
+        )
+        self.settings = settings
+
+    async def setup_hook(self) -> None:
+        """Create the shared resources, load the cogs, sync the commands and settle jobs left by a dead process."""
+        settings = self.settings
+        # The connection pool must never cap generations in flight below MAX_CONCURRENT_JOBS (downloads too).
+        connector = aiohttp.TCPConnector(limit=max(100, settings.max_concurrent_jobs * 4))
+        self.session = aiohttp.ClientSession(connector=connector)
+        self.store = open_store(settings.database_url)
+        await self.store.open()
+        self.generator = GeneratorClient(
+            self.session,
+            api_key=settings.onemin_api_key,
+            api_url=settings.onemin_api_url,
+            asset_url=settings.onemin_asset_url,
+        )
+        self.policy = Policy(self.store, bot_default=settings.quota_default, global_budget=settings.global_budget)
+        self.jobs = JobService(
+            store=self.store,
+            generator=self.generator,
+            policy=self.policy,
+            weights=settings.quality_weights,
+            max_concurrent=settings.max_concurrent_jobs,
+            max_per_member=settings.max_jobs_per_member,
+        )
+        self.tree.on_error = self.on_app_command_error
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
+        await self.sync_commands()
+        await self.jobs.recover()
+
+    async def sync_commands(self) -> None:
+        """Guild sync when DISCORD_GUILD_ID is set; otherwise a global sync only when the definitions changed."""
+        if self.settings.guild_id is not None:
+            guild = discord.Object(self.settings.guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+            log.info("synced %d commands to server %s", len(synced), self.settings.guild_id)
+            return
+        payload = [command.to_dict(self.tree) for command in self.tree.get_commands()]
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        if await self.store.get_state(COMMANDS_HASH_KEY) == digest:
+            log.info("commands unchanged since the last global sync; not syncing")
+            return
+        synced = await self.tree.sync()
+        await self.store.set_state(COMMANDS_HASH_KEY, digest)
+        log.info("synced %d global commands", len(synced))
+
+    async def on_app_command_error(
+        self, interaction: discord.Interaction[ImagineBot], error: app_commands.AppCommandError
+    ) -> None:
+        """One place for command errors: refusals become short ephemeral messages, the rest is logged."""
+        if isinstance(error, NotModerator | app_commands.NoPrivateMessage):
+            message = str(error) or "You cannot use this command here."
+        elif isinstance(error, app_commands.CheckFailure):
+            message = "You cannot use this command here."
+        else:
+            log.error("command %s failed", interaction.command and interaction.command.qualified_name, exc_info=error)
+            message = "Something went wrong on the bot's side; nothing was charged. Please try again."
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(
+                    message, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
+                )
+            else:
+                await interaction.response.send_message(
+                    message, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
+                )
+        except discord.HTTPException:
+            log.warning("could not tell the member about an error in %s", interaction.command)
+
+    async def close(self) -> None:
+        """Stop the jobs (in-flight ones are settled at the next start), then close what setup_hook opened."""
+        if hasattr(self, "jobs"):
+            await self.jobs.close()
+        await super().close()
+        if hasattr(self, "session"):
+            await self.session.close()
+        if hasattr(self, "store"):
+            await self.store.close()
+
+
+class RedactSecrets(logging.Filter):
+    """Replace the token and the API key wherever they would appear in a log line."""
+
+    def __init__(self, *secrets: str) -> None:
+        super().__init__()
+        self.secrets = [secret for secret in secrets if secret]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record's message with the secrets masked."""
+        message = record.getMessage()
+        if any(secret in message for secret in self.secrets):
+            for secret in self.secrets:
+                message = message.replace(secret, "[redacted]")
+            record.msg, record.args = message, None
+        return True
+
+
+def setup_logging(settings: Settings) -> None:
+    """Log to stderr, secrets masked on every record."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.addFilter(RedactSecrets(settings.discord_token, settings.onemin_api_key))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level)
+    logging.getLogger("discord").setLevel(max(logging.INFO, logging.getLevelName(settings.log_level)))
+
+
+def point_discord_at(settings: Settings) -> None:
+    """discord.py has no setting for its URLs: set its REST base and gateway from the environment."""
+    discord.http.Route.BASE = settings.discord_api_url
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
+
+
+def main() -> int:
+    """Run the bot until it is stopped; a bad setting stops it at once with the variable's name."""
+    load_dotenv(Path.cwd() / ".env", override=False)
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        print(f"Cannot start: {error}", file=sys.stderr)
+        return 2
+    setup_logging(settings)
+    point_discord_at(settings)
+    bot = ImagineBot(settings)
+    try:
+        asyncio.run(bot.start(settings.discord_token))
+    except KeyboardInterrupt:
+        pass
+    except discord.LoginFailure:
+        log.error("Discord refused the bot token (DISCORD_TOKEN); check it in the developer portal")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

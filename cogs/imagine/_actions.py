@@ -1,0 +1,126 @@
+"""What the buttons under a job do: cancel, re-roll, edit & re-roll, delete."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from cogs.imagine import _render
+from cogs.imagine._submit import accept, refuse
+from cogs.imagine._views import EDIT_MODAL_PREFIX, EDIT_MODAL_PROMPT_ID, EditPromptModal
+from cogs.members import is_moderator
+from imaginebot.jobs import job_options
+from imaginebot.options import OptionError
+from imaginebot.store import Job
+
+if TYPE_CHECKING:
+    pass
+
+log = logging.getLogger(__name__)
+Interaction = discord.Interaction["ImagineBot"]
+
+
+async def _job_here(interaction: Interaction, job_id: int) -> Job | None:
+    """The job a button points at, if it belongs to this server."""
+    job = await interaction.client.store.get_job(job_id)
+    if job is None or job.guild_id != interaction.guild_id:
+        await refuse(interaction, "That request no longer exists.")
+        return None
+    return job
+
+
+async def _may_manage(interaction: Interaction, job: Job) -> bool:
+    return interaction.user.id == job.user_id or await is_moderator(interaction)
+
+
+async def cancel(interaction: Interaction, job_id: int) -> None:
+    """The requester or a moderator cancels a queued job; it is refunded and never delivered."""
+    job = await _job_here(interaction, job_id)
+    if job is None:
+        return
+    if not await _may_manage(interaction, job):
+        await refuse(interaction, "Only the member who asked for this image, or a moderator, can cancel it.")
+        return
+    bot = interaction.client
+    if not await bot.jobs.cancel(job_id):
+        await refuse(interaction, "This request has already started (or finished), so it can no longer be cancelled.")
+        return
+    bot.messenger.forget(job_id)
+    who = "" if interaction.user.id == job.user_id else f" by moderator <@{interaction.user.id}>"
+    await interaction.response.edit_message(
+        content=f"🚫 Cancelled{who}. <@{job.user_id}> was refunded {_render.credits_text(job.cost)}.",
+        view=None,
+        allowed_mentions=_render.NO_PINGS,
+    )
+
+
+async def reroll(interaction: Interaction, job_id: int) -> None:
+    """The same options again, as a new job charged to whoever clicked."""
+    job = await _job_here(interaction, job_id)
+    if job is None:
+        return
+    await accept(interaction, job_options(job))
+
+
+async def open_edit_modal(interaction: Interaction, job_id: int) -> None:
+    """Open a modal with the prompt prefilled."""
+    job = await _job_here(interaction, job_id)
+    if job is None:
+        return
+    await interaction.response.send_modal(EditPromptModal(job_id, job_options(job).prompt))
+
+
+async def handle_modal(interaction: Interaction) -> bool:
+    """Answer an Edit & re-roll modal submission (also one opened before a restart). True if it was ours."""
+    data: Any = interaction.data or {}
+    custom_id = str(data.get("custom_id", ""))
+    if not custom_id.startswith(EDIT_MODAL_PREFIX):
+        return False
+    job_id_text = custom_id.removeprefix(EDIT_MODAL_PREFIX)
+    if not job_id_text.isdigit():
+        return False
+    job = await _job_here(interaction, int(job_id_text))
+    if job is None:
+        return True
+    prompt = _modal_value(data, EDIT_MODAL_PROMPT_ID)
+    try:
+        options = job_options(job).with_prompt(prompt or "")
+    except OptionError as error:
+        await refuse(interaction, error.message)
+        return True
+    await accept(interaction, options)
+    return True
+
+
+def _modal_value(data: dict[str, Any], custom_id: str) -> str | None:
+    """Find a text input's value in a modal submission, whether in action rows or label components."""
+    stack = list(data.get("components", []))
+    while stack:
+        component = stack.pop()
+        if component.get("custom_id") == custom_id and "value" in component:
+            return str(component["value"])
+        stack.extend(component.get("components", []))
+        if "component" in component:
+            stack.append(component["component"])
+    return None
+
+
+async def delete(interaction: Interaction, job_id: int) -> None:
+    """The requester or a moderator removes the result message."""
+    job = await _job_here(interaction, job_id)
+    if job is None:
+        return
+    if not await _may_manage(interaction, job):
+        await refuse(interaction, "Only the member who asked for this image, or a moderator, can delete it.")
+        return
+    await interaction.response.defer()
+    if interaction.message is not None:
+        try:
+            await interaction.message.delete()
+        except discord.HTTPException as error:
+            log.info("job %s: deleting the result failed: %s", job_id, error)
+            await interaction.followup.send(
+                "I could not delete that message.", ephemeral=True, allowed_mentions=_render.NO_PINGS
+            )

@@ -1,0 +1,140 @@
+"""What the bot says about a job: status lines, the result embed and failure sentences."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import discord
+
+from imaginebot.credits import format_credits
+from imaginebot.delivery import DeliverableImage
+from imaginebot.jobs import Delivery
+from imaginebot.options import ImagineOptions
+from imaginebot.periods import discord_timestamp
+from imaginebot.store import Job, Refused
+
+# Room left for the prompt in an embed description (Discord allows 4096; escaping can add characters).
+PROMPT_ECHO_LIMIT = 3000
+NO_PINGS = discord.AllowedMentions.none()
+
+
+def escaped_prompt(prompt: str, limit: int = PROMPT_ECHO_LIMIT) -> str:
+    """The prompt with Discord markdown escaped, cut at a word boundary so the escaped text fits ``limit``."""
+    escaped = discord.utils.escape_markdown(prompt)
+    if len(escaped) <= limit:
+        return escaped
+    cut = len(prompt)
+    while cut > 0:
+        cut = min(cut - 1, int(cut * limit / max(len(escaped), 1)))
+        head = prompt[:cut]
+        if " " in head[-40:]:
+            head = head[: head.rfind(" ")]
+        escaped = discord.utils.escape_markdown(head.rstrip()) + " …"
+        if len(escaped) <= limit:
+            return escaped
+    return "…"
+
+
+def credits_text(hundredths: int) -> str:
+    """``1 credit`` / ``2.5 credits``."""
+    text = format_credits(hundredths)
+    return f"{text} credit" if hundredths == 100 else f"{text} credits"
+
+
+def describe(options: ImagineOptions) -> str:
+    """``2 images · 1536x1024 · high · png``."""
+    images = "1 image" if options.count == 1 else f"{options.count} images"
+    return f"{images} · {options.size} · {options.quality} · {options.output_format}"
+
+
+def queued_status(job: Job, options: ImagineOptions, position: int) -> str:
+    """The public status of a waiting job."""
+    ahead = "next in line" if position == 0 else f"position {position + 1} in line ({position} ahead)"
+    return f"⏳ <@{job.user_id}>'s request is **queued**: {ahead}.\n-# {describe(options)}"
+
+
+def generating_status(job: Job, options: ImagineOptions, started: datetime) -> str:
+    """The public status of a job at the generator; Discord's relative timestamp shows the elapsed time live."""
+    return (
+        f"🎨 Generating {describe(options)} for <@{job.user_id}>, started {discord_timestamp(started)}.\n"
+        "-# GPT Image 2 can take a minute or two, longer at high quality."
+    )
+
+
+def rate_limited_status(job: Job, options: ImagineOptions, seconds: float, until: datetime) -> str:
+    """The public status of a job waiting out the generator's rate limit."""
+    return (
+        f"⏳ The image service asked us to slow down; <@{job.user_id}>'s request ({describe(options)}) "
+        f"will be sent again {discord_timestamp(until)}. Nothing is lost and nothing extra is charged."
+    )
+
+
+def result_embed(job: Job, delivery: Delivery, part: int, parts: int) -> discord.Embed:
+    """The embed under (or above) the images: prompt, size, quality, cost and time."""
+    options = delivery.options
+    embed = discord.Embed(description=escaped_prompt(options.prompt), colour=discord.Colour.blurple())
+    embed.add_field(name="Size", value=str(options.size))
+    embed.add_field(name="Quality", value=options.quality)
+    embed.add_field(name="Cost", value=credits_text(job.cost))
+    embed.add_field(name="Time", value=f"{delivery.generation_seconds:.0f} s")
+    embed.add_field(name="Requested by", value=f"<@{job.user_id}>")
+    notes = [f"Image {image.index + 1}: {image.note}" for group in delivery.groups for image in group if image.note]
+    if notes and part == 0:
+        embed.add_field(name="Notes", value=_clip("\n".join(notes), 1024), inline=False)
+    if parts > 1:
+        embed.set_footer(text=f"Part {part + 1} of {parts}")
+    return embed
+
+
+def link_lines(images: list[DeliverableImage]) -> str:
+    """Lines for images posted as links, with when the link expires."""
+    lines = []
+    for image in images:
+        if image.link is None:
+            continue
+        expires = f" (link expires {discord_timestamp(image.link_expires_at)})" if image.link_expires_at else ""
+        lines.append(f"Image {image.index + 1}: {image.link}{expires}")
+    return "\n".join(lines)
+
+
+def over_quota_message(refused: Refused, cost: int) -> str:
+    """Why a request was refused by a limit or budget, what it costs and when the limit resets."""
+    left = max(0, refused.limit.credits - refused.used)
+    resets = discord_timestamp(refused.resets_at)
+    cost_text = f"This request costs {credits_text(cost)}"
+    if refused.scope == "member":
+        return (
+            f"{cost_text}, but you have {credits_text(left)} left of your "
+            f"{credits_text(refused.limit.credits)} per {refused.limit.period}. Your quota resets {resets}. "
+            "Try fewer images, a smaller size or a lower quality."
+        )
+    whose = "this server's" if refused.scope == "server" else "the bot's overall"
+    return (
+        f"{cost_text}, but {whose} budget of {credits_text(refused.limit.credits)} per {refused.limit.period} "
+        f"has only {credits_text(left)} left. It resets {resets}."
+    )
+
+
+def failure_message(job: Job, sentence: str) -> str:
+    """A failed job: what went wrong in one sentence, and that nothing was charged."""
+    refund = credits_text(job.cost)
+    return f"⚠️ <@{job.user_id}>, your image could not be made. {sentence}\n-# You were not charged ({refund} refunded)."
+
+
+def interrupted_message(job: Job) -> str:
+    """A job cut short by a restart."""
+    return (
+        f"⚠️ <@{job.user_id}>, the bot restarted while your image was being generated, so it was lost. "
+        f"You were not charged ({credits_text(job.cost)} refunded); please run `/imagine` again."
+    )
+
+
+def log_entry(job: Job, options: ImagineOptions, link: str) -> str:
+    """A log-channel line: requester, what was made, a link to the result and the prompt."""
+    head = f"🖼️ <@{job.user_id}> generated {describe(options)} in <#{job.channel_id}>"
+    head += f" · {link}" if link else ""
+    return f"{head}\n>>> {escaped_prompt(options.prompt, 2000 - len(head) - 10)}"
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,91 @@
+"""Accepting a request: reserve its cost, give the first response within Discord's 3 seconds, queue it."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+
+from cogs.imagine import _render
+from cogs.members import role_ids
+from imaginebot.jobs import JobRequest, OverQuota
+from imaginebot.options import ImagineOptions, OptionError, ServerDefaults, check_not_blocked, resolve_options
+from imaginebot.store import GuildSettings
+
+if TYPE_CHECKING:
+    from bot import ImagineBot
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
+
+
+def server_defaults(settings: GuildSettings) -> ServerDefaults:
+    """The server's ``/imagine`` defaults and restrictions, as the option rules take them."""
+    return ServerDefaults(
+        size=settings.default_size,
+        quality=settings.default_quality,
+        count=settings.default_count,
+        output_format=settings.default_format,
+        max_count=settings.max_count,
+    )
+
+
+async def refuse(interaction: discord.Interaction[ImagineBot], message: str) -> None:
+    """An ephemeral answer that costs nothing and pings nobody."""
+    if interaction.response.is_done():
+        await interaction.followup.send(message, ephemeral=True, allowed_mentions=_render.NO_PINGS)
+    else:
+        await interaction.response.send_message(message, ephemeral=True, allowed_mentions=_render.NO_PINGS)
+
+
+async def options_from_member(interaction: discord.Interaction[ImagineBot], **given: object) -> ImagineOptions | None:
+    """Check what the member typed against the rules and the server's settings; refuse ephemerally if wrong."""
+    assert interaction.guild_id is not None
+    settings = await interaction.client.policy.settings(interaction.guild_id)
+    try:
+        return resolve_options(server=server_defaults(settings), **given)  # type: ignore[arg-type]
+    except OptionError as error:
+        await refuse(interaction, error.message)
+        return None
+
+
+async def accept(interaction: discord.Interaction[ImagineBot], options: ImagineOptions) -> None:
+    """Charge the invoker's quota and start the job, answering publicly; or refuse ephemerally."""
+    bot = interaction.client
+    assert interaction.guild_id is not None and interaction.channel_id is not None
+    settings = await bot.policy.settings(interaction.guild_id)
+    try:
+        check_not_blocked(options.prompt, settings.blocked_words)
+    except OptionError as error:
+        await refuse(interaction, error.message)
+        return
+    request = JobRequest(
+        guild_id=interaction.guild_id,
+        channel_id=interaction.channel_id,
+        user_id=interaction.user.id,
+        role_ids=role_ids(interaction.user),
+        application_id=interaction.application_id,
+        interaction_id=interaction.id,
+        interaction_token=interaction.token,
+        token_expires_at=interaction.expires_at,
+        attachment_size_limit=getattr(interaction, "filesize_limit", None) or DEFAULT_ATTACHMENT_LIMIT,
+        options=options,
+    )
+    outcome = await bot.jobs.submit(request)
+    if isinstance(outcome, OverQuota):
+        await refuse(interaction, _render.over_quota_message(outcome.refused, outcome.cost))
+        return
+    job = outcome.job
+    try:
+        callback = await interaction.response.defer(thinking=True)
+    except discord.HTTPException as error:
+        await bot.jobs.abandon(job, f"Discord refused the first response: {error}")
+        return
+    if callback is not None and callback.message_id is not None:
+        job.status_message_id = callback.message_id
+        await bot.store.set_status_message(job.id, callback.message_id)
+    position = bot.jobs.enqueue(job)
+    if position is not None:
+        await bot.messenger.on_queued(job, position)

@@ -1,0 +1,51 @@
+"""Who a member is to the bot: their role ids and whether they moderate the server."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+
+if TYPE_CHECKING:
+    from bot import ImagineBot
+
+
+def role_ids(user: discord.abc.User) -> tuple[int, ...]:
+    """The role ids Discord sent with the interaction's member (empty outside a server)."""
+    if not isinstance(user, discord.Member):
+        return ()
+    # The interaction carries the member's role ids even when the guild's roles are not cached;
+    # Member.roles would silently drop the ones it cannot look up.
+    raw = getattr(user, "_roles", None)
+    if raw is not None:
+        return tuple(int(role_id) for role_id in raw)
+    return tuple(role.id for role in user.roles)
+
+
+async def is_moderator(interaction: discord.Interaction[ImagineBot]) -> bool:
+    """Manage Server, or the moderator role the server named with ``/settings mod-role``."""
+    user = interaction.user
+    if interaction.guild_id is None or not isinstance(user, discord.Member):
+        return False
+    if user.guild_permissions.manage_guild:
+        return True
+    settings = await interaction.client.policy.settings(interaction.guild_id)
+    return settings.mod_role_id is not None and settings.mod_role_id in role_ids(user)
+
+
+class NotModerator(app_commands.CheckFailure):
+    """A member who is not a moderator ran a moderator command."""
+
+
+def moderators_only() -> object:
+    """An app-command check done by the bot itself (Discord's permission defaults are only a hint)."""
+
+    async def predicate(interaction: discord.Interaction[ImagineBot]) -> bool:
+        if await is_moderator(interaction):
+            return True
+        raise NotModerator(
+            "Only this server's moderators (Manage Server, or the moderator role) can do that. Nothing was changed."
+        )
+
+    return app_commands.check(predicate)

@@ -1,0 +1,271 @@
+"""``/quota``: a member's own allowance, and the moderators' tools to set, exempt, budget, reset and report."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from cogs.members import moderators_only, role_ids
+from imaginebot.credits import CreditsFormatError, format_credits, parse_credits
+from imaginebot.limits import Limit, ResolvedLimit
+from imaginebot.periods import Period, discord_timestamp, period_bounds
+
+if TYPE_CHECKING:
+    from bot import ImagineBot
+
+log = logging.getLogger(__name__)
+Interaction = discord.Interaction["ImagineBot"]
+NO_PINGS = discord.AllowedMentions.none()
+PeriodChoice = Literal["day", "week", "month"]
+CreditsOption = app_commands.Range[float, 0, 1_000_000_000]
+
+
+def credits_text(hundredths: int) -> str:
+    """``1 credit`` / ``2.5 credits``."""
+    return f"{format_credits(hundredths)} credit" + ("" if hundredths == 100 else "s")
+
+
+def limit_text(limit: Limit) -> str:
+    """``10 credits per day``."""
+    return f"{credits_text(limit.credits)} per {limit.period}"
+
+
+def source_text(resolved: ResolvedLimit) -> str:
+    """Where a member's limit comes from, in words."""
+    if resolved.source == "exempt":
+        return f"unlimited: exempt through the role <@&{resolved.role_id}>"
+    if resolved.source == "member":
+        return "set for this member"
+    if resolved.source == "role":
+        return f"from the role <@&{resolved.role_id}> (the most generous of the member's roles)"
+    if resolved.source == "server":
+        return "this server's default"
+    return "the bot's default"
+
+
+async def say(interaction: Interaction, message: str, **extra: object) -> None:
+    """Every quota answer is ephemeral and pings nobody."""
+    await interaction.response.send_message(message, ephemeral=True, allowed_mentions=NO_PINGS, **extra)  # type: ignore[arg-type]
+
+
+def read_credits(value: float) -> int | str:
+    """The moderator's number as hundredths, or the reason it cannot be used."""
+    try:
+        return parse_credits(value)
+    except CreditsFormatError as error:
+        return error.message
+
+
+@app_commands.guild_only()
+@app_commands.allowed_installs(guilds=True, users=False)
+@app_commands.allowed_contexts(guilds=True, dms=False, private_channels=False)
+class Quota(commands.GroupCog, group_name="quota"):
+    """Image credits: yours, and (for moderators) everyone's."""
+
+    def __init__(self, bot: ImagineBot) -> None:
+        self.bot = bot
+        super().__init__()
+
+    async def _standing(self, guild_id: int, member: discord.Member) -> str:
+        resolved = await self.bot.policy.resolve(guild_id, member.id, role_ids(member))
+        if resolved.limit is None:
+            return f"{member.mention}: **unlimited** ({source_text(resolved)})."
+        limit = resolved.limit
+        used = await self.bot.store.usage(guild_id=guild_id, user_id=member.id, period=limit.period)
+        left = max(0, limit.credits - used)
+        _, resets = period_bounds(limit.period, datetime.now(UTC))
+        return (
+            f"{member.mention}: **{credits_text(left)} left** of {limit_text(limit)} ({source_text(resolved)}).\n"
+            f"Used this {limit.period}: {credits_text(used)}. Resets {discord_timestamp(resets)}."
+        )
+
+    @app_commands.command(name="me")
+    async def me(self, interaction: Interaction) -> None:
+        """Your image credits: limit, used, remaining and when they reset."""
+        assert interaction.guild_id is not None and isinstance(interaction.user, discord.Member)
+        text = await self._standing(interaction.guild_id, interaction.user)
+        await say(interaction, text + "\n-# One 1024x1024 medium image costs 1 credit.")
+
+    @app_commands.command(name="set")
+    @moderators_only()
+    @app_commands.describe(member="Who", credits="Credits per period (up to two decimals)", period="day, week or month")
+    async def set_member(
+        self, interaction: Interaction, member: discord.Member, credits: CreditsOption, period: PeriodChoice = "day"
+    ) -> None:
+        """Set a member's own limit (moderators)."""
+        amount = read_credits(credits)
+        if isinstance(amount, str):
+            await say(interaction, amount)
+            return
+        assert interaction.guild_id is not None
+        await self.bot.store.set_member_limit(
+            interaction.guild_id, member.id, Limit(amount, period), actor_id=interaction.user.id
+        )
+        self.bot.policy.forget(interaction.guild_id, member.id)
+        await say(interaction, f"{member.mention} may now use {limit_text(Limit(amount, period))}.")
+
+    @app_commands.command(name="set-role")
+    @moderators_only()
+    @app_commands.describe(role="Members holding this role", credits="Credits per period", period="day, week or month")
+    async def set_role(
+        self, interaction: Interaction, role: discord.Role, credits: CreditsOption, period: PeriodChoice = "day"
+    ) -> None:
+        """Set the limit for members holding a role (moderators)."""
+        amount = read_credits(credits)
+        if isinstance(amount, str):
+            await say(interaction, amount)
+            return
+        assert interaction.guild_id is not None
+        limit = Limit(amount, period)
+        await self.bot.store.set_role_limit(interaction.guild_id, role.id, limit, actor_id=interaction.user.id)
+        self.bot.policy.forget(interaction.guild_id)
+        await say(
+            interaction,
+            f"Members with {role.mention} may use {limit_text(limit)} (the most generous of a member's roles "
+            "applies, unless the member has a limit of their own).",
+        )
+
+    @app_commands.command(name="set-default")
+    @moderators_only()
+    @app_commands.describe(credits="Credits per period", period="day, week or month")
+    async def set_default(self, interaction: Interaction, credits: CreditsOption, period: PeriodChoice = "day") -> None:
+        """Set this server's default limit for members with no other limit (moderators)."""
+        amount = read_credits(credits)
+        if isinstance(amount, str):
+            await say(interaction, amount)
+            return
+        assert interaction.guild_id is not None
+        limit = Limit(amount, period)
+        await self.bot.store.update_guild_settings(
+            interaction.guild_id, actor_id=interaction.user.id, action="quota set-default", default_limit=limit
+        )
+        self.bot.policy.forget(interaction.guild_id)
+        await say(interaction, f"This server's default is now {limit_text(limit)}.")
+
+    @app_commands.command(name="exempt")
+    @moderators_only()
+    @app_commands.describe(role="Members holding this role", on="True to exempt, False to end the exemption")
+    async def exempt(self, interaction: Interaction, role: discord.Role, on: bool = True) -> None:
+        """Give a role unlimited member credits; server and bot budgets still apply (moderators)."""
+        assert interaction.guild_id is not None
+        await self.bot.store.set_role_exempt(interaction.guild_id, role.id, on, actor_id=interaction.user.id)
+        self.bot.policy.forget(interaction.guild_id)
+        if on:
+            await say(interaction, f"Members with {role.mention} now have no member limit (budgets still apply).")
+        else:
+            await say(interaction, f"{role.mention} is no longer exempt.")
+
+    @app_commands.command(name="budget")
+    @moderators_only()
+    @app_commands.describe(credits="Credits per period for the whole server", period="day, week or month")
+    async def budget(self, interaction: Interaction, credits: CreditsOption, period: PeriodChoice = "day") -> None:
+        """Cap what the whole server may spend per period (moderators)."""
+        amount = read_credits(credits)
+        if isinstance(amount, str):
+            await say(interaction, amount)
+            return
+        assert interaction.guild_id is not None
+        limit = Limit(amount, period)
+        await self.bot.store.update_guild_settings(
+            interaction.guild_id, actor_id=interaction.user.id, action="quota budget", budget=limit
+        )
+        self.bot.policy.forget(interaction.guild_id)
+        await say(interaction, f"This server's budget is now {limit_text(limit)}.")
+
+    @app_commands.command(name="budget-clear")
+    @moderators_only()
+    async def budget_clear(self, interaction: Interaction) -> None:
+        """Remove this server's budget (moderators)."""
+        assert interaction.guild_id is not None
+        await self.bot.store.update_guild_settings(
+            interaction.guild_id, actor_id=interaction.user.id, action="quota budget-clear", budget=None
+        )
+        self.bot.policy.forget(interaction.guild_id)
+        await say(interaction, "This server no longer has a budget (member limits still apply).")
+
+    @app_commands.command(name="clear")
+    @moderators_only()
+    @app_commands.describe(member="Whose own limit to remove")
+    async def clear(self, interaction: Interaction, member: discord.Member) -> None:
+        """Remove a member's own limit; their roles' or the server's applies again (moderators)."""
+        assert interaction.guild_id is not None
+        await self.bot.store.set_member_limit(interaction.guild_id, member.id, None, actor_id=interaction.user.id)
+        self.bot.policy.forget(interaction.guild_id, member.id)
+        await say(interaction, "Removed. " + await self._standing(interaction.guild_id, member))
+
+    @app_commands.command(name="reset")
+    @moderators_only()
+    @app_commands.describe(member="Whose usage this period to give back")
+    async def reset(self, interaction: Interaction, member: discord.Member) -> None:
+        """Give back a member's usage of the current period; budgets keep what was spent (moderators)."""
+        assert interaction.guild_id is not None
+        resolved = await self.bot.policy.resolve(interaction.guild_id, member.id, role_ids(member))
+        period: Period = resolved.limit.period if resolved.limit else "day"
+        given = await self.bot.store.reset_member_usage(
+            interaction.guild_id, member.id, period, actor_id=interaction.user.id
+        )
+        await say(
+            interaction, f"Gave back {credits_text(given)}. " + await self._standing(interaction.guild_id, member)
+        )
+
+    @app_commands.command(name="view")
+    @moderators_only()
+    @app_commands.describe(member="Whose quota to show")
+    async def view(self, interaction: Interaction, member: discord.Member) -> None:
+        """A member's limit, where it comes from, usage, reset time and recent requests (moderators)."""
+        assert interaction.guild_id is not None
+        text = await self._standing(interaction.guild_id, member)
+        jobs = await self.bot.store.recent_jobs(guild_id=interaction.guild_id, user_id=member.id, limit=5)
+        if jobs:
+            lines = [
+                f"`#{job.id}` {discord_timestamp(job.created_at)} · {job.state} · {credits_text(job.cost)}"
+                for job in jobs
+            ]
+            text += "\nRecent requests:\n" + "\n".join(lines)
+        await say(interaction, text)
+
+    @app_commands.command(name="report")
+    @moderators_only()
+    @app_commands.describe(period="The current day, week or month")
+    async def report(self, interaction: Interaction, period: PeriodChoice = "day") -> None:
+        """Top members and totals for the current period, with the period's ledger as CSV (moderators)."""
+        assert interaction.guild_id is not None
+        start, end = period_bounds(period, datetime.now(UTC))
+        store = self.bot.store
+        rows = await store.ledger(guild_id=interaction.guild_id, since=start, until=end)
+        top = await store.usage_by_member(guild_id=interaction.guild_id, since=start, until=end)
+        spent = sum(entry.amount for entry in rows if entry.reason != "reset")
+        lines = [f"**This {period}** (since {discord_timestamp(start, 'f')}): {credits_text(spent)} spent."]
+        for rank, (user_id, used) in enumerate(top[:10], start=1):
+            lines.append(f"{rank}. <@{user_id}>: {credits_text(used)}")
+        if not top:
+            lines.append("Nobody has generated anything yet.")
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["time", "member_id", "job_id", "credits", "reason", "charged_at", "actor_id"])
+        for entry in rows:
+            writer.writerow(
+                [
+                    entry.created_at.isoformat(),
+                    entry.user_id,
+                    entry.job_id or "",
+                    format_credits(entry.amount),
+                    entry.reason,
+                    entry.charged_at.isoformat(),
+                    entry.actor_id or "",
+                ]
+            )
+        file = discord.File(io.BytesIO(buffer.getvalue().encode()), filename=f"quota-{period}-{start:%Y-%m-%d}.csv")
+        await say(interaction, "\n".join(lines), file=file)
+
+
+async def setup(bot: ImagineBot) -> None:
+    """discord.py extension entry point."""
+    await bot.add_cog(Quota(bot))

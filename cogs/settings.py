@@ -1,0 +1,179 @@
+"""``/settings``: a server's own defaults for ``/imagine``, its moderator role, blocked words and log channel."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from cogs.members import moderators_only
+from cogs.quota import limit_text
+from imaginebot.blocked_words import parse_word_list
+from imaginebot.options import MAX_COUNT
+from imaginebot.sizes import SizeError, check_size
+
+if TYPE_CHECKING:
+    from bot import ImagineBot
+
+log = logging.getLogger(__name__)
+Interaction = discord.Interaction["ImagineBot"]
+NO_PINGS = discord.AllowedMentions.none()
+MAX_BLOCKED_ENTRIES = 500
+
+
+async def say(interaction: Interaction, message: str) -> None:
+    """Every settings answer is ephemeral and pings nobody."""
+    await interaction.response.send_message(message, ephemeral=True, allowed_mentions=NO_PINGS)
+
+
+@app_commands.guild_only()
+@app_commands.allowed_installs(guilds=True, users=False)
+@app_commands.allowed_contexts(guilds=True, dms=False, private_channels=False)
+class Settings(commands.GroupCog, group_name="settings"):
+    """This server's settings for the image bot (moderators)."""
+
+    def __init__(self, bot: ImagineBot) -> None:
+        self.bot = bot
+        super().__init__()
+
+    async def _update(self, interaction: Interaction, action: str, **changes: object) -> None:
+        assert interaction.guild_id is not None
+        await self.bot.store.update_guild_settings(
+            interaction.guild_id, actor_id=interaction.user.id, action=action, **changes
+        )
+        self.bot.policy.forget(interaction.guild_id)
+
+    @app_commands.command(name="show")
+    @moderators_only()
+    async def show(self, interaction: Interaction) -> None:
+        """Show this server's settings."""
+        assert interaction.guild_id is not None
+        s = await self.bot.policy.settings(interaction.guild_id)
+        lines = [
+            "**/imagine defaults**: "
+            f"size {s.default_size or '1024x1024'}, quality {s.default_quality or 'medium'}, "
+            f"count {s.default_count or 1}, format {s.default_format or 'png'}",
+            f"**Most images per request**: {s.max_count or MAX_COUNT}",
+            f"**Moderator role**: {f'<@&{s.mod_role_id}>' if s.mod_role_id else 'none (Manage Server only)'}",
+            f"**Log channel**: {f'<#{s.log_channel_id}>' if s.log_channel_id else 'off'}",
+            f"**Blocked words**: {len(s.blocked_words)} (listed only here, for moderators)",
+            f"**Default member limit**: {limit_text(s.default_limit or self.bot.policy.bot_default)}"
+            + ("" if s.default_limit else " (the bot's default)"),
+            f"**Server budget**: {limit_text(s.budget) if s.budget else 'none'}",
+        ]
+        if s.role_limits:
+            lines.append(
+                "**Role limits**: "
+                + ", ".join(f"<@&{role_id}> {limit_text(limit)}" for role_id, limit in s.role_limits.items())
+            )
+        if s.exempt_role_ids:
+            lines.append("**Exempt roles**: " + ", ".join(f"<@&{role_id}>" for role_id in sorted(s.exempt_role_ids)))
+        if s.blocked_words:
+            words = ", ".join(f"`{word}`" for word in s.blocked_words)
+            lines.append(f"-# Blocked: {words[:900]}{' …' if len(words) > 900 else ''}")
+        if self.bot.policy.global_budget is not None:
+            lines.append(f"**Bot-wide budget** (set by the operator): {limit_text(self.bot.policy.global_budget)}")
+        await say(interaction, "\n".join(lines)[:2000])
+
+    @app_commands.command(name="defaults")
+    @moderators_only()
+    @app_commands.describe(
+        size="Default size, e.g. 1536x1024",
+        quality="Default quality",
+        count="Default number of images",
+        format="Default file format",
+    )
+    async def defaults(
+        self,
+        interaction: Interaction,
+        size: app_commands.Range[str, 1, 40] | None = None,
+        quality: Literal["low", "medium", "high"] | None = None,
+        count: app_commands.Range[int, 1, 10] | None = None,
+        format: Literal["png", "jpeg", "webp"] | None = None,  # the contract names the option "format"
+    ) -> None:
+        """Set this server's defaults for /imagine (each optional)."""
+        changes: dict[str, object] = {}
+        if size is not None:
+            try:
+                changes["default_size"] = str(check_size(size))
+            except SizeError as error:
+                await say(interaction, error.message)
+                return
+        if quality is not None:
+            changes["default_quality"] = quality
+        if count is not None:
+            changes["default_count"] = count
+        if format is not None:
+            changes["default_format"] = format
+        if not changes:
+            await say(interaction, "Give at least one of size, quality, count or format.")
+            return
+        await self._update(interaction, "settings defaults", **changes)
+        summary = ", ".join(f"{key.removeprefix('default_')} {value}" for key, value in changes.items())
+        await say(interaction, f"New /imagine defaults: {summary}.")
+
+    @app_commands.command(name="max-count")
+    @moderators_only()
+    @app_commands.describe(count="The most images one request may ask for")
+    async def max_count(self, interaction: Interaction, count: app_commands.Range[int, 1, 10]) -> None:
+        """Limit how many images one request may ask for."""
+        await self._update(interaction, "settings max-count", max_count=count)
+        await say(interaction, f"Requests may now ask for at most {count} image{'s' if count != 1 else ''}.")
+
+    @app_commands.command(name="mod-role")
+    @moderators_only()
+    @app_commands.describe(role="Members with this role may use moderator commands; leave empty for none")
+    async def mod_role(self, interaction: Interaction, role: discord.Role | None = None) -> None:
+        """Name the role whose members count as moderators (or none)."""
+        await self._update(interaction, "settings mod-role", mod_role_id=role.id if role else None)
+        if role is None:
+            await say(interaction, "No moderator role: only members with Manage Server are moderators.")
+        else:
+            await say(interaction, f"Members with {role.mention} are now moderators for this bot.")
+
+    @app_commands.command(name="block")
+    @moderators_only()
+    @app_commands.describe(words="Comma-separated words or phrases; matched as whole words, any letter case")
+    async def block(self, interaction: Interaction, words: app_commands.Range[str, 1, 1000]) -> None:
+        """Refuse prompts containing these words or phrases."""
+        assert interaction.guild_id is not None
+        new = parse_word_list(words)
+        if not new:
+            await say(interaction, "Give one or more words or phrases, separated by commas.")
+            return
+        current = (await self.bot.policy.settings(interaction.guild_id)).blocked_words
+        merged = tuple(dict.fromkeys([*current, *new]))
+        if len(merged) > MAX_BLOCKED_ENTRIES:
+            await say(interaction, f"A server may block at most {MAX_BLOCKED_ENTRIES} words or phrases.")
+            return
+        await self._update(interaction, "settings block", blocked_words=merged)
+        added = len(merged) - len(current)
+        await say(interaction, f"Blocked {added} new word(s) or phrase(s); {len(merged)} in all.")
+
+    @app_commands.command(name="unblock")
+    @moderators_only()
+    @app_commands.describe(words="Comma-separated words or phrases to allow again")
+    async def unblock(self, interaction: Interaction, words: app_commands.Range[str, 1, 1000]) -> None:
+        """Allow these words or phrases again."""
+        assert interaction.guild_id is not None
+        remove = set(parse_word_list(words))
+        current = (await self.bot.policy.settings(interaction.guild_id)).blocked_words
+        kept = tuple(word for word in current if word not in remove)
+        await self._update(interaction, "settings unblock", blocked_words=kept)
+        await say(interaction, f"Unblocked {len(current) - len(kept)}; {len(kept)} still blocked.")
+
+    @app_commands.command(name="log-channel")
+    @moderators_only()
+    @app_commands.describe(channel="Where every delivered generation is also logged; leave empty to turn off")
+    async def log_channel(self, interaction: Interaction, channel: discord.TextChannel | None = None) -> None:
+        """Log every delivered generation (requester, prompt, link) in a channel, or turn the log off."""
+        await self._update(interaction, "settings log-channel", log_channel_id=channel.id if channel else None)
+        await say(interaction, f"Generations are now logged in {channel.mention}." if channel else "Log channel off.")
+
+
+async def setup(bot: ImagineBot) -> None:
+    """discord.py extension entry point."""
+    await bot.add_cog(Settings(bot))

@@ -1,0 +1,340 @@
+"""The client that asks 1min.ai for GPT Image 2 generations and fetches the resulting images."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
+from urllib.parse import parse_qs, urlsplit
+
+import aiohttp
+from yarl import URL
+
+from imaginebot.generator.errors import (
+    GeneratorError,
+    GeneratorTimeout,
+    ServerError,
+    error_from_response,
+)
+from imaginebot.generator.types import DownloadedImage, GenerationRequest, GenerationResult, MalformedResult
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 64 * 1024
+# Bytes gathered in memory before one write to disk: bounds memory per image while keeping thread hops few.
+_FLUSH_AT = 1024 * 1024
+_IMAGE_SUFFIXES = {"image/png": ".png", "image/jpeg": ".jpg", "image/jpg": ".jpg", "image/webp": ".webp"}
+_BINARY_TYPES = frozenset({"application/octet-stream", "binary/octet-stream"})
+
+
+class _RetryableFetchError(Exception):
+    """A download failure worth another attempt (connection trouble, 5xx, truncated body)."""
+
+
+class _FinalFetchError(Exception):
+    """A download failure that another attempt at the same URL will not fix (404, 403, not an image)."""
+
+
+class GeneratorClient:
+    """Talks to 1min.ai over the bot's shared aiohttp session, which it never closes.
+
+    ``generate`` sends exactly one POST per call and never retries it (a POST may be billed even when it looked
+    failed); ``download`` fetches every image of a result to temporary files, retrying only the fetches.
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        api_key: str,
+        api_url: str = "https://api.1min.ai",
+        asset_url: str = "https://asset.1min.ai",
+        connect_timeout: float = 10,
+        read_timeout: float = 600,
+        download_timeout: float = 120,
+        download_attempts: int = 3,
+        spool_dir: Path | None = None,
+        download_backoff: float = 0.5,
+    ) -> None:
+        if not api_key:
+            raise ValueError("api_key must not be empty")
+        self._session = session
+        self._api_key = api_key
+        self._api_url = api_url.rstrip("/")
+        self._asset_url = asset_url.rstrip("/")
+        self._generate_timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
+        self._download_timeout = aiohttp.ClientTimeout(total=download_timeout, sock_connect=connect_timeout)
+        self._read_timeout = read_timeout
+        self._download_attempts = max(1, download_attempts)
+        self._download_backoff = download_backoff
+        self._spool_dir = spool_dir
+        self._closed = False
+
+    def __repr__(self) -> str:
+        # Deliberately without the key.
+        return f"GeneratorClient(api_url={self._api_url!r}, asset_url={self._asset_url!r})"
+
+    @property
+    def generate_url(self) -> str:
+        """Where generations are POSTed."""
+        return f"{self._api_url}/api/features"
+
+    @property
+    def asset_url(self) -> str:
+        """The base that asset paths are joined to."""
+        return self._asset_url
+
+    async def __aenter__(self) -> GeneratorClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop accepting work. The session belongs to the bot and stays open."""
+        self._closed = True
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        """Send one generation request and return where its images are.
+
+        Raises a GeneratorError subclass on any failure; RateLimited means the request was not taken and may be
+        sent again after ``retry_after``. Nothing is retried here.
+        """
+        if self._closed:
+            raise RuntimeError("the generator client is closed")
+        body = json.dumps(request.to_payload(), ensure_ascii=False).encode("utf-8")
+        headers = {"API-KEY": self._api_key, "Content-Type": "application/json", "Accept": "application/json"}
+        log.debug(
+            "generation request: size=%s quality=%s n=%d format=%s (prompt of %d characters)",
+            request.size,
+            request.quality,
+            request.count,
+            request.output_format,
+            len(request.prompt),
+        )
+        started = time.monotonic()
+        try:
+            # No redirects: following one would hand the API-KEY header to another host.
+            async with self._session.post(
+                self.generate_url, data=body, headers=headers, timeout=self._generate_timeout, allow_redirects=False
+            ) as response:
+                raw = await response.read()
+                status = response.status
+                content_type = response.headers.get("Content-Type")
+                response_headers = response.headers
+        except TimeoutError as exc:
+            elapsed = time.monotonic() - started
+            raise self._clean(
+                GeneratorTimeout(f"no answer from the generator after {elapsed:.1f} s ({type(exc).__name__})")
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise self._clean(ServerError(f"could not reach the generator: {type(exc).__name__}: {exc}")) from exc
+        elapsed = time.monotonic() - started
+
+        error = error_from_response(status, content_type, raw, response_headers)
+        if error is not None:
+            self._clean(error)
+            log.warning("generation failed after %.1f s: %s: %s", elapsed, type(error).__name__, error.detail)
+            raise error
+        try:
+            result = GenerationResult.from_json(json.loads(raw), elapsed=elapsed)
+        except (ValueError, MalformedResult) as exc:  # error_from_response accepted it, so this is a bug guard
+            raise self._clean(ServerError(f"unreadable generation result: {exc}", status=status)) from exc
+        if result.image_count != request.count:
+            log.warning(
+                "generation %s returned %d image(s) for n=%d", result.record_id, result.image_count, request.count
+            )
+        log.info(
+            "generation %s: %d image(s) in %.1f s, reported credit %s",
+            result.record_id,
+            result.image_count,
+            elapsed,
+            result.reported_credits,
+        )
+        return result
+
+    def image_sources(self, result: GenerationResult) -> list[list[str]]:
+        """For each image of ``result``, the URLs to try in order (presigned first for image 0)."""
+        sources = [[self.asset_link(path)] for path in result.asset_paths]
+        if result.temporary_url:
+            if sources:
+                sources[0].insert(0, result.temporary_url)
+            else:
+                sources.append([result.temporary_url])
+        return sources
+
+    def asset_link(self, path: str) -> str:
+        """The asset host's URL for one resultObject path."""
+        return f"{self._asset_url}/{path.lstrip('/')}"
+
+    async def download(self, result: GenerationResult) -> list[DownloadedImage]:
+        """Fetch every image of ``result`` to a temporary file, concurrently, in index order.
+
+        An image that cannot be fetched after the retries comes back with ``path=None`` and ``error`` set, and a
+        ``source_url`` worth posting as a link, rather than raising.
+        """
+        sources = self.image_sources(result)
+        images = await asyncio.gather(*(self._download_image(i, urls, result) for i, urls in enumerate(sources)))
+        failed = [image for image in images if not image.ok]
+        if failed:
+            log.warning(
+                "generation %s: %d of %d image(s) could not be downloaded: %s",
+                result.record_id,
+                len(failed),
+                len(images),
+                "; ".join(f"#{image.index}: {image.error}" for image in failed),
+            )
+        return list(images)
+
+    async def _download_image(self, index: int, urls: list[str], result: GenerationResult) -> DownloadedImage:
+        errors: list[str] = []
+        for url in urls:
+            image, error = await self._fetch_with_retries(index, url, result.record_id)
+            if image is not None:
+                return image
+            errors.append(f"{_where(url)}: {error}")
+        # A presigned link is the likelier of the two to open for a member, so it is the one offered.
+        return DownloadedImage(
+            index=index,
+            path=None,
+            size_bytes=0,
+            content_type=None,
+            source_url=urls[0],
+            link_expires_at=presigned_expiry(urls[0]),
+            error="; ".join(errors),
+        )
+
+    async def _fetch_with_retries(
+        self, index: int, url: str, record_id: str | None
+    ) -> tuple[DownloadedImage | None, str]:
+        error = "not attempted"
+        for attempt in range(1, self._download_attempts + 1):
+            try:
+                return await self._fetch(index, url, record_id), ""
+            except _FinalFetchError as exc:
+                return None, str(exc)
+            except _RetryableFetchError as exc:
+                error = str(exc)
+            log.debug("generation %s image %d: attempt %d failed (%s)", record_id, index, attempt, error)
+            if attempt < self._download_attempts:
+                await asyncio.sleep(self._download_backoff * 2 ** (attempt - 1))
+        return None, f"{error} (after {self._download_attempts} attempts)"
+
+    async def _fetch(self, index: int, url: str, record_id: str | None) -> DownloadedImage:
+        try:
+            # encoded=True keeps a presigned URL's query byte for byte; re-encoding would break its signature.
+            async with self._session.get(URL(url, encoded=True), timeout=self._download_timeout) as response:
+                status = response.status
+                if status >= 500 or status in (408, 429):
+                    raise _RetryableFetchError(f"HTTP {status}")
+                if status != 200:
+                    raise _FinalFetchError(f"HTTP {status}")
+                content_type = response.content_type if "Content-Type" in response.headers else None
+                if content_type and not (content_type.startswith("image/") or content_type in _BINARY_TYPES):
+                    raise _FinalFetchError(f"not an image (Content-Type {content_type})")
+                expected = response.content_length
+                suffix = _IMAGE_SUFFIXES.get(content_type or "") or _suffix_of(url)
+                path, size = await self._spool(response, suffix, f"imagine-{_safe(record_id)}-{index}-")
+        except TimeoutError as exc:
+            raise _RetryableFetchError(f"timed out ({type(exc).__name__})") from exc
+        except aiohttp.ClientError as exc:
+            raise _RetryableFetchError(f"{type(exc).__name__}: {exc}") from exc
+        if size == 0 or (expected is not None and size != expected):
+            await asyncio.to_thread(_unlink, path)
+            raise _RetryableFetchError(f"got {size} bytes, expected {expected if expected is not None else 'some'}")
+        log.debug("generation %s image %d: %d bytes from %s", record_id, index, size, _where(url))
+        return DownloadedImage(
+            index=index,
+            path=path,
+            size_bytes=size,
+            content_type=content_type,
+            source_url=url,
+            link_expires_at=presigned_expiry(url),
+            error=None,
+        )
+
+    async def _spool(self, response: aiohttp.ClientResponse, suffix: str, prefix: str) -> tuple[Path, int]:
+        """Stream the body to a new temporary file; the file is removed again if anything goes wrong."""
+        try:
+            path, handle = await asyncio.to_thread(_open_spool_file, self._spool_dir, prefix, suffix)
+        except OSError as exc:
+            raise _FinalFetchError(f"could not create a temporary file: {exc}") from exc
+        size = 0
+        buffer = bytearray()
+        try:
+            async for chunk in response.content.iter_chunked(_CHUNK):
+                buffer += chunk
+                size += len(chunk)
+                if len(buffer) >= _FLUSH_AT:
+                    await asyncio.to_thread(handle.write, bytes(buffer))
+                    buffer.clear()
+            if buffer:
+                await asyncio.to_thread(handle.write, bytes(buffer))
+            await asyncio.to_thread(handle.close)
+        except BaseException as exc:
+            await asyncio.shield(asyncio.to_thread(_close_and_unlink, handle, path))
+            if isinstance(exc, OSError) and not isinstance(exc, aiohttp.ClientError):
+                raise _FinalFetchError(f"could not write the image to disk: {exc}") from exc
+            raise
+        return path, size
+
+    def _clean(self, error: GeneratorError) -> GeneratorError:
+        error.redact(self._api_key)
+        return error
+
+
+def presigned_expiry(url: str) -> datetime | None:
+    """When a presigned S3 URL stops working (X-Amz-Date + X-Amz-Expires), or None for other URLs."""
+    query = parse_qs(urlsplit(url).query)
+    dates, lifetimes = query.get("X-Amz-Date"), query.get("X-Amz-Expires")
+    if not dates or not lifetimes:
+        return None
+    try:
+        signed_at = datetime.strptime(dates[0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        return signed_at + timedelta(seconds=int(lifetimes[0]))
+    except (ValueError, OverflowError):
+        return None
+
+
+def _where(url: str) -> str:
+    """A URL without its query, for logs and error text (a presigned query is a credential to the image)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def _safe(record_id: str | None) -> str:
+    # The id comes from the server and ends up in a file name.
+    return re.sub(r"[^A-Za-z0-9-]", "", record_id or "")[:40] or "x"
+
+
+def _suffix_of(url: str) -> str:
+    suffix = Path(urlsplit(url).path).suffix.lower()
+    return suffix if suffix in {".png", ".jpg", ".jpeg", ".webp"} else ".img"
+
+
+def _open_spool_file(directory: Path | None, prefix: str, suffix: str) -> tuple[Path, BinaryIO]:
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
+    return Path(name), os.fdopen(fd, "wb")
+
+
+def _close_and_unlink(handle: BinaryIO, path: Path) -> None:
+    try:
+        handle.close()
+    finally:
+        _unlink(path)
+
+
+def _unlink(path: Path) -> None:
+    path.unlink(missing_ok=True)

@@ -1,0 +1,389 @@
+"""The life of a generation job: accepted and paid for, queued, generated, fitted, delivered or refunded."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from imaginebot.credits import QualityWeights, request_cost
+from imaginebot.delivery import DeliverableImage, SourceImage, fit_for_upload, plan_messages
+from imaginebot.generator import DownloadedImage, GenerationResult, GeneratorClient, GeneratorError, RateLimited
+from imaginebot.options import ImagineOptions
+from imaginebot.policy import Policy
+from imaginebot.scheduler import FairScheduler
+from imaginebot.store import Job, NewJob, Refused, Store
+
+log = logging.getLogger(__name__)
+
+# Back-off when a 429 names no Retry-After (a CDN's HTML page usually does not): 5 s, 10 s, 20 s ... capped.
+BACKOFF_START = 5.0
+BACKOFF_CAP = 120.0
+MAX_RATE_LIMITED_TRIES = 12
+# How often queued jobs' positions are recomputed and pushed out, at most.
+POSITION_REFRESH_SECONDS = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    """Everything needed to accept a request now and answer it later, even after a restart."""
+
+    guild_id: int
+    channel_id: int
+    user_id: int
+    role_ids: tuple[int, ...]
+    application_id: int
+    interaction_id: int
+    interaction_token: str
+    token_expires_at: datetime
+    attachment_size_limit: int
+    options: ImagineOptions
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The request was paid for; it runs once ``JobService.enqueue`` is called."""
+
+    job: Job
+
+
+@dataclass(frozen=True, slots=True)
+class OverQuota:
+    """A limit or budget stopped the request; nothing was charged."""
+
+    refused: Refused
+    cost: int
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What is ready to be posted for a finished job."""
+
+    options: ImagineOptions
+    groups: list[list[DeliverableImage]]
+    generation_seconds: float
+    reported_credits: float | int | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReceipt:
+    """Where the result landed."""
+
+    channel_id: int | None
+    message_id: int | None
+
+
+class DeliveryFailed(Exception):
+    """The result could be posted nowhere (token expired, channel closed to the bot, no DM)."""
+
+
+class JobEvents(Protocol):
+    """The Discord side of a job's life; implemented by the imagine cog."""
+
+    async def on_queued(self, job: Job, position: int) -> None: ...
+    async def on_started(self, job: Job) -> None: ...
+    async def on_rate_limited(self, job: Job, seconds: float) -> None: ...
+    async def on_failed(self, job: Job, sentence: str) -> None: ...
+    async def on_interrupted(self, job: Job) -> None: ...
+    async def deliver(self, job: Job, delivery: Delivery) -> DeliveryReceipt: ...
+
+
+def job_options(job: Job) -> ImagineOptions:
+    """The ``/imagine`` options a job was created with."""
+    return ImagineOptions.from_dict(job.options["request"])
+
+
+class JobService:
+    """Accepts requests (reserving their cost), runs them through the fair queue and settles every one."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        generator: GeneratorClient,
+        policy: Policy,
+        weights: QualityWeights,
+        max_concurrent: int,
+        max_per_member: int,
+        spool_dir: Path | None = None,
+    ) -> None:
+        self.store = store
+        self.generator = generator
+        self.policy = policy
+        self.weights = weights
+        self.events: JobEvents | None = None
+        self.spool_dir = spool_dir
+        self.scheduler = FairScheduler(
+            run=self._run,
+            max_concurrent=max_concurrent,
+            max_per_member=max_per_member,
+            on_change=self._positions_changed,
+        )
+        self._active: dict[int, Job] = {}
+        self._pushed_positions: dict[int, int] = {}
+        self._refresh_handle: asyncio.TimerHandle | None = None
+        self._last_refresh = 0.0
+        self._background: set[asyncio.Task[None]] = set()
+
+    def cost_of(self, options: ImagineOptions) -> int:
+        """The request's cost in hundredths of a credit."""
+        return request_cost(
+            width=options.size.width,
+            height=options.size.height,
+            quality=options.quality,
+            count=options.count,
+            weights=self.weights,
+        )
+
+    async def submit(self, request: JobRequest) -> Accepted | OverQuota:
+        """Reserve the request's cost atomically, or say which limit stops it. Call ``enqueue`` once answered."""
+        cost = self.cost_of(request.options)
+        checks = await self.policy.checks(request.guild_id, request.user_id, request.role_ids)
+        outcome = await self.store.reserve(
+            NewJob(
+                guild_id=request.guild_id,
+                channel_id=request.channel_id,
+                user_id=request.user_id,
+                application_id=request.application_id,
+                interaction_id=request.interaction_id,
+                interaction_token=request.interaction_token,
+                token_expires_at=request.token_expires_at,
+                options={
+                    "request": request.options.to_dict(),
+                    "attachment_size_limit": request.attachment_size_limit,
+                },
+                cost=cost,
+            ),
+            checks,
+        )
+        if isinstance(outcome, Refused):
+            return OverQuota(outcome, cost)
+        job = outcome.job
+        log.info("job %s accepted: guild %s, member %s, cost %s", job.id, job.guild_id, job.user_id, cost)
+        return Accepted(job)
+
+    def enqueue(self, job: Job) -> int | None:
+        """Queue an accepted job once the member has had the first response; returns its position (None: started)."""
+        self._active[job.id] = job
+        self.scheduler.submit(job.id, job.user_id)
+        position = self.scheduler.position(job.id)
+        if position is not None:
+            self._pushed_positions[job.id] = position
+        return position
+
+    async def abandon(self, job: Job, reason: str) -> None:
+        """Refund an accepted job that could not even be acknowledged on Discord."""
+        log.warning("job %s abandoned before it was queued: %s", job.id, reason)
+        await self.store.fail_job(job.id, state="cancelled", error=reason)
+
+    async def cancel(self, job_id: int) -> bool:
+        """Cancel a queued job and refund it. False if it is no longer waiting (started or finished)."""
+        if not self.scheduler.cancel(job_id):
+            return False
+        cancelled = await self.store.fail_job(job_id, state="cancelled", error="cancelled before it started")
+        self._forget(job_id)
+        return cancelled
+
+    def position(self, job_id: int) -> int | None:
+        """The queue position of a waiting job, or None."""
+        return self.scheduler.position(job_id)
+
+    async def recover(self) -> None:
+        """At start: refund and report jobs a dead process left running; queue again the ones still waiting."""
+        interrupted = await self.store.interrupt_running_jobs(
+            error="the bot restarted while this image was being generated"
+        )
+        for job in interrupted:
+            log.warning("job %s was interrupted by a restart; refunded %s", job.id, job.cost)
+            await self._notify(self._events().on_interrupted(job), job)
+        for job in await self.store.jobs_in_states(["queued"]):
+            self._active[job.id] = job
+            self.scheduler.submit(job.id, job.user_id)
+        if self.scheduler.queued:
+            self._positions_changed()
+
+    async def close(self) -> None:
+        """Stop the queue; jobs in flight stay 'running' in the store and are settled at the next start."""
+        if self._refresh_handle is not None:
+            self._refresh_handle.cancel()
+        await self.scheduler.close()
+        for task in list(self._background):
+            task.cancel()
+
+    # -- running a job -------------------------------------------------------------------------------------------
+
+    def _events(self) -> JobEvents:
+        if self.events is None:
+            raise RuntimeError("JobService.events is not set: the imagine cog is not loaded")
+        return self.events
+
+    async def _run(self, job_id: int) -> None:
+        job = self._active.get(job_id) or await self.store.get_job(job_id)
+        if job is None or not await self.store.mark_running(job_id):
+            self._forget(job_id)
+            return
+        events = self._events()
+        workdir = Path(tempfile.mkdtemp(prefix=f"job-{job_id}-", dir=self.spool_dir))
+        result: GenerationResult | None = None
+        downloaded: list[DownloadedImage] = []
+        try:
+            options = job_options(job)
+            await self._notify(events.on_started(job), job)
+            result = await self._generate(job, options)
+            downloaded = await self.generator.download(result)
+            sources = [
+                SourceImage(
+                    index=image.index,
+                    path=image.path,
+                    size_bytes=image.size_bytes,
+                    fallback_url=image.source_url,
+                    link_expires_at=image.link_expires_at,
+                )
+                for image in downloaded
+            ]
+            fitted = await fit_for_upload(
+                sources,
+                file_limit=int(job.options.get("attachment_size_limit") or 10 * 1024 * 1024),
+                workdir=workdir,
+                preferred_format=options.output_format,
+            )
+            delivery = Delivery(
+                options=options,
+                groups=plan_messages(fitted),
+                generation_seconds=result.elapsed,
+                reported_credits=result.reported_credits,
+            )
+            receipt = await events.deliver(job, delivery)
+            await self.store.mark_delivered(
+                job_id,
+                result_channel_id=receipt.channel_id,
+                result_message_id=receipt.message_id,
+                reported_credits=result.reported_credits,
+                generator_record_id=result.record_id,
+            )
+            log.info("job %s delivered (%.1f s at the generator)", job_id, result.elapsed)
+        except GeneratorError as error:
+            log.warning("job %s failed at the generator: %s", job_id, error.detail)
+            await self._fail(job, error.detail, error.user_message, result)
+        except DeliveryFailed as error:
+            log.warning("job %s: images were made but could not be posted anywhere: %s", job_id, error)
+            await self._fail(job, f"delivery failed: {error}", None, result)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.exception("job %s failed unexpectedly", job_id)
+            await self._fail(
+                job,
+                f"internal error: {error!r}",
+                f"Something broke on the bot's side (job {job_id}); you were not charged. Please try again.",
+                result,
+            )
+        finally:
+            self._forget(job_id)
+            await asyncio.to_thread(_remove_files, workdir, [image.path for image in downloaded])
+
+    async def _generate(self, job: Job, options: ImagineOptions) -> GenerationResult:
+        """One POST; after a 429 only (the request was not taken) wait and send it again."""
+        request = options.to_generation_request()
+        backoff = BACKOFF_START
+        for attempt in range(1, MAX_RATE_LIMITED_TRIES + 1):
+            try:
+                return await self.generator.generate(request)
+            except RateLimited as error:
+                wait = error.retry_after if error.retry_after is not None else backoff
+                backoff = min(backoff * 2, BACKOFF_CAP)
+                if attempt == MAX_RATE_LIMITED_TRIES:
+                    raise
+                log.info("job %s: generator rate limit, trying again in %.1f s (attempt %s)", job.id, wait, attempt)
+                self.scheduler.pause(wait)
+                await self._notify(self._events().on_rate_limited(job, wait), job)
+                await asyncio.sleep(wait)
+        raise AssertionError("unreachable")
+
+    async def _fail(self, job: Job, detail: str, sentence: str | None, result: GenerationResult | None) -> None:
+        refunded = await self.store.fail_job(
+            job.id,
+            state="failed",
+            error=detail,
+            reported_credits=result.reported_credits if result else None,
+            generator_record_id=result.record_id if result else None,
+        )
+        if refunded:
+            log.info("job %s refunded %s", job.id, job.cost)
+        if sentence is not None:
+            await self._notify(self._events().on_failed(job, sentence), job)
+
+    async def _notify(self, call: object, job: Job) -> None:
+        """Tell the member something; a Discord hiccup here must never break the job's bookkeeping."""
+        try:
+            await call  # type: ignore[misc]
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("job %s: could not update the member", job.id)
+
+    def _forget(self, job_id: int) -> None:
+        self._active.pop(job_id, None)
+        self._pushed_positions.pop(job_id, None)
+
+    # -- queue positions -----------------------------------------------------------------------------------------
+
+    def _positions_changed(self) -> None:
+        if self._refresh_handle is not None:
+            return
+        delay = max(0.0, self._last_refresh + POSITION_REFRESH_SECONDS - time.monotonic())
+        self._refresh_handle = asyncio.get_running_loop().call_later(delay, self._push_positions)
+
+    def _push_positions(self) -> None:
+        self._refresh_handle = None
+        self._last_refresh = time.monotonic()
+        events = self.events
+        if events is None:
+            return
+        for job_id, position in self.scheduler.positions().items():
+            if self._pushed_positions.get(job_id) == position:
+                continue
+            job = self._active.get(job_id)
+            if job is None:
+                continue
+            self._pushed_positions[job_id] = position
+            task = asyncio.get_running_loop().create_task(self._notify(events.on_queued(job, position), job))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+
+def _remove_files(workdir: Path, downloads: list[Path | None]) -> None:
+    shutil.rmtree(workdir, ignore_errors=True)
+    for path in downloads:
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+
+def utc_now() -> datetime:
+    """The current time in UTC."""
+    return datetime.now(UTC)
+
+
+def remaining(refused: Refused) -> int:
+    """Credits left under the limit that refused a request."""
+    return max(0, refused.limit.credits - refused.used)
+
+
+__all__: Sequence[str] = (
+    "Accepted",
+    "Delivery",
+    "DeliveryFailed",
+    "DeliveryReceipt",
+    "JobEvents",
+    "JobRequest",
+    "JobService",
+    "OverQuota",
+    "job_options",
+)

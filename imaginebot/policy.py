@@ -1,0 +1,71 @@
+"""Who may spend how much: a member's resolved limit and the budgets above it, with each server's settings cached."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from imaginebot.limits import Limit, ResolvedLimit, resolve_member_limit
+from imaginebot.store import BudgetCheck, GuildSettings, Store
+
+
+class Policy:
+    """Reads limits and settings through the store, caching them (one bot process owns the database for now).
+
+    Moderator commands change them through the store and then call ``forget`` so the next request sees the change.
+    """
+
+    def __init__(self, store: Store, *, bot_default: Limit, global_budget: Limit | None) -> None:
+        self.store = store
+        self.bot_default = bot_default
+        self.global_budget = global_budget
+        self._settings: dict[int, GuildSettings] = {}
+        self._member_limits: dict[tuple[int, int], Limit | None] = {}
+
+    async def settings(self, guild_id: int) -> GuildSettings:
+        """The server's settings (cached)."""
+        cached = self._settings.get(guild_id)
+        if cached is None:
+            cached = await self.store.get_guild_settings(guild_id)
+            self._settings[guild_id] = cached
+        return cached
+
+    async def member_limit(self, guild_id: int, user_id: int) -> Limit | None:
+        """The member's own limit, if a moderator set one (cached)."""
+        key = (guild_id, user_id)
+        if key not in self._member_limits:
+            self._member_limits[key] = await self.store.get_member_limit(guild_id, user_id)
+        return self._member_limits[key]
+
+    async def resolve(self, guild_id: int, user_id: int, role_ids: Iterable[int]) -> ResolvedLimit:
+        """The member's limit and where it comes from."""
+        settings = await self.settings(guild_id)
+        return resolve_member_limit(
+            member_limit=await self.member_limit(guild_id, user_id),
+            member_role_ids=role_ids,
+            role_limits=settings.role_limits,
+            exempt_role_ids=settings.exempt_role_ids,
+            server_default=settings.default_limit,
+            bot_default=self.bot_default,
+        )
+
+    async def checks(self, guild_id: int, user_id: int, role_ids: Iterable[int]) -> list[BudgetCheck]:
+        """Every limit a request by this member must fit, in the order a refusal is reported."""
+        resolved = await self.resolve(guild_id, user_id, role_ids)
+        settings = await self.settings(guild_id)
+        checks: list[BudgetCheck] = []
+        if resolved.limit is not None:
+            checks.append(BudgetCheck("member", resolved.limit))
+        if settings.budget is not None:
+            checks.append(BudgetCheck("server", settings.budget))
+        if self.global_budget is not None:
+            checks.append(BudgetCheck("global", self.global_budget))
+        return checks
+
+    def forget(self, guild_id: int, user_id: int | None = None) -> None:
+        """Drop cached settings of a server (and of one member) after a moderator changed them."""
+        self._settings.pop(guild_id, None)
+        if user_id is None:
+            for key in [key for key in self._member_limits if key[0] == guild_id]:
+                del self._member_limits[key]
+        else:
+            self._member_limits.pop((guild_id, user_id), None)

@@ -1,0 +1,196 @@
+"""A fair in-process queue: a bot-wide cap on jobs in flight, a per-member cap, round robin across members."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+RunJob = Callable[[int], Awaitable[None]]
+
+
+class JobQueue(Protocol):
+    """What the rest of the bot needs from a queue. The job table stays the truth; this only orders the work."""
+
+    def submit(self, job_id: int, member_id: int) -> None: ...
+    def cancel(self, job_id: int) -> bool: ...
+    def position(self, job_id: int) -> int | None: ...
+    def positions(self) -> dict[int, int]: ...
+    def pause(self, seconds: float) -> None: ...
+    async def close(self) -> None: ...
+
+
+class FairScheduler:
+    """Starts queued jobs when there is room, one turn per member with work waiting, whatever the server.
+
+    ``run`` is called with a job id once its turn comes; the scheduler counts it in flight until it returns.
+    ``on_change`` is called (without arguments) whenever queue positions may have changed.
+    """
+
+    def __init__(
+        self,
+        *,
+        run: RunJob,
+        max_concurrent: int = 16,
+        max_per_member: int = 2,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self._run = run
+        self.max_concurrent = max_concurrent
+        self.max_per_member = max_per_member
+        self._on_change = on_change
+        # Members with queued work, in the order their next turn comes; a member moves to the back after a turn.
+        self._waiting: OrderedDict[int, deque[int]] = OrderedDict()
+        self._member_of: dict[int, int] = {}
+        self._in_flight: dict[int, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._paused_until = 0.0
+        self._wakeup: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    @property
+    def in_flight(self) -> int:
+        """How many jobs are running now."""
+        return len(self._tasks)
+
+    @property
+    def queued(self) -> int:
+        """How many jobs are waiting for their turn."""
+        return len(self._member_of)
+
+    def submit(self, job_id: int, member_id: int) -> None:
+        """Queue a job for ``member_id``; it starts at once if there is room."""
+        if self._closed or job_id in self._member_of:
+            return
+        self._waiting.setdefault(member_id, deque()).append(job_id)
+        self._member_of[job_id] = member_id
+        self._start_what_fits()
+        self._changed()
+
+    def cancel(self, job_id: int) -> bool:
+        """Take a queued job out of the queue. False if it is not queued (already started or unknown)."""
+        member_id = self._member_of.pop(job_id, None)
+        if member_id is None:
+            return False
+        jobs = self._waiting[member_id]
+        jobs.remove(job_id)
+        if not jobs:
+            del self._waiting[member_id]
+        self._changed()
+        return True
+
+    def positions(self) -> dict[int, int]:
+        """Each queued job's position: how many jobs would start before it if nothing else arrived."""
+        order: list[int] = []
+        round_index = 0
+        members = list(self._waiting.values())
+        while True:
+            emitted = False
+            for jobs in members:
+                if round_index < len(jobs):
+                    order.append(jobs[round_index])
+                    emitted = True
+            if not emitted:
+                break
+            round_index += 1
+        return {job_id: index for index, job_id in enumerate(order)}
+
+    def position(self, job_id: int) -> int | None:
+        """One job's position (see ``positions``), or None when it is not queued."""
+        if job_id not in self._member_of:
+            return None
+        return self.positions().get(job_id)
+
+    def pause(self, seconds: float) -> None:
+        """Start nothing new for ``seconds`` (the generator said 429); running jobs are not touched."""
+        until = time.monotonic() + max(0.0, seconds)
+        if until > self._paused_until:
+            self._paused_until = until
+            log.info("generator asked us to slow down: no new jobs start for %.1f s", seconds)
+
+    def paused_for(self) -> float:
+        """Seconds left in the current pause (0 when not paused)."""
+        return max(0.0, self._paused_until - time.monotonic())
+
+    async def close(self) -> None:
+        """Stop starting jobs and cancel the running ones (their rows stay 'running' for recovery at start)."""
+        self._closed = True
+        if self._wakeup is not None:
+            self._wakeup.cancel()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change()
+
+    def _start_what_fits(self) -> None:
+        if self._closed:
+            return
+        wait = self.paused_for()
+        if wait > 0:
+            self._schedule_wakeup(wait)
+            return
+        started = False
+        while len(self._tasks) < self.max_concurrent:
+            member_id = self._next_member()
+            if member_id is None:
+                break
+            jobs = self._waiting[member_id]
+            job_id = jobs.popleft()
+            del self._member_of[job_id]
+            if jobs:
+                self._waiting.move_to_end(member_id)
+            else:
+                del self._waiting[member_id]
+            self._launch(job_id, member_id)
+            started = True
+        if started:
+            self._changed()
+
+    def _next_member(self) -> int | None:
+        for member_id in self._waiting:
+            if self._in_flight.get(member_id, 0) < self.max_per_member:
+                return member_id
+        return None
+
+    def _launch(self, job_id: int, member_id: int) -> None:
+        self._in_flight[member_id] = self._in_flight.get(member_id, 0) + 1
+        task = asyncio.get_running_loop().create_task(self._run_one(job_id), name=f"job-{job_id}")
+        self._tasks.add(task)
+        task.add_done_callback(lambda done: self._finished(done, member_id))
+
+    async def _run_one(self, job_id: int) -> None:
+        try:
+            await self._run(job_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The runner reports its own failures; this only keeps one bad job from stopping the queue.
+            log.exception("job %s: unexpected error in the job runner", job_id)
+
+    def _finished(self, task: asyncio.Task[None], member_id: int) -> None:
+        self._tasks.discard(task)
+        left = self._in_flight.get(member_id, 1) - 1
+        if left > 0:
+            self._in_flight[member_id] = left
+        else:
+            self._in_flight.pop(member_id, None)
+        self._start_what_fits()
+
+    def _schedule_wakeup(self, delay: float) -> None:
+        if self._wakeup is not None and not self._wakeup.cancelled():
+            return
+
+        def wake() -> None:
+            self._wakeup = None
+            self._start_what_fits()
+
+        self._wakeup = asyncio.get_running_loop().call_later(delay, wake)

@@ -1,0 +1,781 @@
+"""The store's logic, written once in SQL that SQLite and PostgreSQL both run.
+
+Queries use PostgreSQL's numbered parameters (``$1``); the SQLite backend rewrites them to ``?1``. A backend
+supplies connections, transactions, its locking and the few type names the two spell differently.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import string
+from abc import abstractmethod
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from functools import cache
+from importlib import resources
+from types import MappingProxyType
+from typing import Any, ClassVar, Protocol
+
+from imaginebot.limits import Limit
+from imaginebot.periods import PERIODS, Period, period_bounds
+from imaginebot.store.base import (
+    PENDING_STATES,
+    SCOPES,
+    SETTINGS_FIELDS,
+    AuditEntry,
+    BudgetCheck,
+    FailedState,
+    GuildSettings,
+    Job,
+    LedgerEntry,
+    NewJob,
+    Refused,
+    Reserved,
+    Scope,
+    Store,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Connection(Protocol):
+    """The part of asyncpg's connection the store uses; rows are read by column name or position."""
+
+    async def execute(self, query: str, *args: Any) -> Any: ...
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]: ...
+
+    async def fetchrow(self, query: str, *args: Any) -> Any: ...
+
+    async def fetchval(self, query: str, *args: Any) -> Any: ...
+
+
+# Migrations
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One numbered schema change from ``store/migrations/NNNN_name.sql``."""
+
+    version: int
+    name: str
+    template: str
+
+    def render(self, type_names: Mapping[str, str]) -> str:
+        """The migration's SQL with the backend's type names filled in (``${timestamp}`` and the like)."""
+        return string.Template(self.template).substitute(type_names)
+
+
+_MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+_BOOTSTRAP = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at ${timestamp} NOT NULL
+);
+"""
+
+
+@cache
+def load_migrations() -> tuple[Migration, ...]:
+    """Every migration shipped with the package, in version order."""
+    found: dict[int, Migration] = {}
+    for entry in resources.files(__package__).joinpath("migrations").iterdir():
+        match = _MIGRATION_FILE.match(entry.name)
+        if match is None:
+            continue
+        version = int(match.group(1))
+        if version in found:
+            raise RuntimeError(f"two migrations numbered {version}: {found[version].name} and {entry.name}")
+        found[version] = Migration(version, entry.name.removesuffix(".sql"), entry.read_text(encoding="utf-8"))
+    return tuple(found[version] for version in sorted(found))
+
+
+# Values in and out of the database
+
+
+def utc_now() -> datetime:
+    """The current time, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+def _moment(value: datetime | None, name: str = "now") -> datetime:
+    if value is None:
+        return utc_now()
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be an aware datetime, not naive {value!r}")
+    return value.astimezone(UTC)
+
+
+def _time(value: datetime | str) -> datetime:
+    # SQLite hands back the ISO text it was given; PostgreSQL a datetime.
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment.astimezone(UTC)
+
+
+def _optional_time(value: datetime | str | None) -> datetime | None:
+    return None if value is None else _time(value)
+
+
+def _reported(value: float | int | Decimal | None) -> Decimal | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise TypeError(f"reported_credits must be a number, not {type(value).__name__}")
+    # Via repr so that 0.1 stays 0.1 rather than its binary expansion.
+    number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    if not number.is_finite():
+        raise ValueError(f"reported_credits must be finite, not {value!r}")
+    return number
+
+
+def _limit_or_none(credits: int | None, period: str | None) -> Limit | None:
+    if credits is None or period is None:
+        return None
+    return Limit(int(credits), period)  # type: ignore[arg-type]
+
+
+def _check_limit(limit: Limit) -> None:
+    if not isinstance(limit, Limit):
+        raise TypeError(f"expected a Limit, not {type(limit).__name__}")
+    if isinstance(limit.credits, bool) or not isinstance(limit.credits, int) or limit.credits < 0:
+        raise ValueError(f"a limit's credits must be an integer >= 0 (hundredths), not {limit.credits!r}")
+    if limit.period not in PERIODS:
+        raise ValueError(f"a limit's period must be one of {', '.join(PERIODS)}, not {limit.period!r}")
+
+
+def _limit_json(limit: Limit | None) -> dict[str, Any] | None:
+    return None if limit is None else {"credits": limit.credits, "period": limit.period}
+
+
+def _json_or_null(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=True)
+
+
+def _job(row: Any) -> Job:
+    return Job(
+        id=int(row["id"]),
+        guild_id=int(row["guild_id"]),
+        channel_id=int(row["channel_id"]),
+        user_id=int(row["user_id"]),
+        application_id=int(row["application_id"]),
+        interaction_id=int(row["interaction_id"]),
+        interaction_token=row["interaction_token"],
+        token_expires_at=_time(row["token_expires_at"]),
+        options=json.loads(row["options"]),
+        cost=int(row["cost"]),
+        state=row["state"],
+        created_at=_time(row["created_at"]),
+        started_at=_optional_time(row["started_at"]),
+        finished_at=_optional_time(row["finished_at"]),
+        error=row["error"],
+        reported_credits=None if row["reported_credits"] is None else Decimal(str(row["reported_credits"])),
+        generator_record_id=row["generator_record_id"],
+        result_channel_id=row["result_channel_id"],
+        result_message_id=row["result_message_id"],
+        status_message_id=row["status_message_id"],
+    )
+
+
+def _ledger_entry(row: Any) -> LedgerEntry:
+    return LedgerEntry(
+        id=int(row["id"]),
+        guild_id=int(row["guild_id"]),
+        user_id=int(row["user_id"]),
+        job_id=row["job_id"],
+        amount=int(row["amount"]),
+        reason=row["reason"],
+        charged_at=_time(row["charged_at"]),
+        created_at=_time(row["created_at"]),
+        actor_id=row["actor_id"],
+    )
+
+
+_JOB_COLUMNS = (
+    "id, guild_id, channel_id, user_id, application_id, interaction_id, interaction_token, token_expires_at, "
+    "options, cost, state, created_at, started_at, finished_at, error, reported_credits, generator_record_id, "
+    "result_channel_id, result_message_id, status_message_id"
+)
+_LEDGER_COLUMNS = "id, guild_id, user_id, job_id, amount, reason, charged_at, created_at, actor_id"
+_SETTINGS_COLUMNS = (
+    "default_limit_credits, default_limit_period, budget_credits, budget_period, default_size, default_quality, "
+    "default_count, default_format, max_count, mod_role_id, log_channel_id, blocked_words"
+)
+_INSERT_LEDGER = (
+    "INSERT INTO ledger (guild_id, user_id, job_id, amount, reason, charged_at, created_at, actor_id) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+)
+_PENDING = ", ".join(f"'{state}'" for state in PENDING_STATES)
+
+_OPTIONAL_INT_SETTINGS = ("default_count", "max_count", "mod_role_id", "log_channel_id")
+_OPTIONAL_TEXT_SETTINGS = ("default_size", "default_quality", "default_format")
+
+
+def _settings_columns(name: str, value: Any) -> dict[str, Any]:
+    """The guild_settings columns (and values) that store the GuildSettings field ``name``."""
+    if name in ("default_limit", "budget"):
+        if value is not None:
+            _check_limit(value)
+        return {
+            f"{name}_credits": None if value is None else value.credits,
+            f"{name}_period": None if value is None else value.period,
+        }
+    if name == "blocked_words":
+        if isinstance(value, str) or not all(isinstance(word, str) for word in value):
+            raise TypeError("blocked_words must be a sequence of str")
+        return {name: json.dumps(list(value))}
+    if name in _OPTIONAL_INT_SETTINGS:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise TypeError(f"{name} must be an int or None, not {type(value).__name__}")
+        return {name: value}
+    if name in _OPTIONAL_TEXT_SETTINGS:
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{name} must be a str or None, not {type(value).__name__}")
+        return {name: value}
+    raise TypeError(f"unknown guild setting {name!r}; expected one of {', '.join(SETTINGS_FIELDS)}")
+
+
+def _settings_json(settings: GuildSettings, name: str) -> Any:
+    value = getattr(settings, name)
+    if isinstance(value, Limit):
+        return _limit_json(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+class _Params:
+    """Collects the arguments of a query built in pieces and hands out their ``$n`` placeholders."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+
+    def __call__(self, value: Any) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}"
+
+
+def _usage_query(
+    params: _Params, scope: Scope, guild_id: int, user_id: int | None, start: datetime, end: datetime
+) -> str:
+    """A scalar subquery summing the ledger the way ``scope`` counts usage in [start, end)."""
+    if scope == "member":
+        if user_id is None:
+            raise ValueError("member usage needs a user_id")
+        where = f"guild_id = {params(guild_id)} AND user_id = {params(user_id)}"
+    elif scope == "server":
+        # A moderator's reset gives the member their credits back, but what was spent stays spent.
+        where = f"guild_id = {params(guild_id)} AND reason <> 'reset'"
+    elif scope == "global":
+        where = "reason <> 'reset'"
+    else:
+        raise ValueError(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
+    return (
+        f"(SELECT COALESCE(SUM(amount), 0) FROM ledger "
+        f"WHERE {where} AND charged_at >= {params(start)} AND charged_at < {params(end)})"
+    )
+
+
+class SqlStore(Store):
+    """The Store on a SQL database; subclasses provide the connections, transactions and locks."""
+
+    # Values for the ${...} placeholders in migration files.
+    type_names: ClassVar[Mapping[str, str]]
+
+    @abstractmethod
+    def _transaction(self) -> AbstractAsyncContextManager[Connection]:
+        """A connection inside a write transaction, committed on success and rolled back on error."""
+
+    @abstractmethod
+    def _connection(self) -> AbstractAsyncContextManager[Connection]:
+        """A connection for reads outside an explicit transaction."""
+
+    @abstractmethod
+    async def _lock_guild(self, conn: Connection, guild_id: int, *, everyone: bool) -> None:
+        """Serialise, until the transaction ends, with every other reservation in the guild (and with every
+        reservation in any guild when ``everyone``), so that limits are checked and spent as one step."""
+
+    @abstractmethod
+    async def _lock_migrations(self, conn: Connection) -> None:
+        """Serialise with any other process migrating the same database, until the transaction ends."""
+
+    @abstractmethod
+    async def _run_script(self, conn: Connection, script: str) -> None:
+        """Run several ``;``-separated statements inside the current transaction."""
+
+    async def _migrate(self) -> None:
+        """Apply, in one transaction, every migration not yet recorded in schema_migrations."""
+        migrations = load_migrations()
+        async with self._transaction() as conn:
+            await self._lock_migrations(conn)
+            await self._run_script(conn, string.Template(_BOOTSTRAP).substitute(self.type_names))
+            applied = {int(row["version"]) for row in await conn.fetch("SELECT version FROM schema_migrations")}
+            for migration in migrations:
+                if migration.version in applied:
+                    continue
+                log.info("applying database migration %s", migration.name)
+                await self._run_script(conn, migration.render(self.type_names))
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+                    migration.version,
+                    migration.name,
+                    utc_now(),
+                )
+        unknown = applied - {migration.version for migration in migrations}
+        if unknown:
+            log.warning("the database has migrations this version does not know: %s", sorted(unknown))
+
+    # Reservations and jobs
+
+    async def reserve(
+        self, job: NewJob, checks: Sequence[BudgetCheck], *, now: datetime | None = None
+    ) -> Reserved | Refused:
+        now = _moment(now)
+        expires = _moment(job.token_expires_at, "token_expires_at")
+        if isinstance(job.cost, bool) or not isinstance(job.cost, int) or job.cost < 0:
+            raise ValueError(f"a job's cost must be an integer >= 0 (hundredths), not {job.cost!r}")
+        for check in checks:
+            if check.scope not in SCOPES:
+                raise ValueError(f"scope must be one of {', '.join(SCOPES)}, not {check.scope!r}")
+            _check_limit(check.limit)
+        ordered = sorted(checks, key=lambda check: SCOPES.index(check.scope))
+        options = json.dumps(job.options, ensure_ascii=False)
+
+        async with self._transaction() as conn:
+            await self._lock_guild(conn, job.guild_id, everyone=any(check.scope == "global" for check in ordered))
+            if ordered:
+                params = _Params()
+                bounds = [period_bounds(check.limit.period, now) for check in ordered]
+                sums = [
+                    _usage_query(params, check.scope, job.guild_id, job.user_id, start, end)
+                    for check, (start, end) in zip(ordered, bounds, strict=True)
+                ]
+                row = await conn.fetchrow(f"SELECT {', '.join(sums)}", *params.values)
+                for index, (check, (_, end)) in enumerate(zip(ordered, bounds, strict=True)):
+                    used = int(row[index])
+                    if used + job.cost > check.limit.credits:
+                        return Refused(check.scope, check.limit, used, end)
+            row = await conn.fetchrow(
+                "INSERT INTO jobs (guild_id, channel_id, user_id, application_id, interaction_id, "
+                "interaction_token, token_expires_at, options, cost, state, created_at) "
+                f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10) RETURNING {_JOB_COLUMNS}",
+                job.guild_id,
+                job.channel_id,
+                job.user_id,
+                job.application_id,
+                job.interaction_id,
+                job.interaction_token,
+                expires,
+                options,
+                job.cost,
+                now,
+            )
+            reserved = _job(row)
+            await conn.execute(
+                _INSERT_LEDGER, job.guild_id, job.user_id, reserved.id, job.cost, "reserve", now, now, None
+            )
+        return Reserved(reserved)
+
+    async def usage(
+        self,
+        *,
+        guild_id: int,
+        user_id: int | None,
+        period: Period,
+        now: datetime | None = None,
+        scope: Scope = "member",
+    ) -> int:
+        start, end = period_bounds(period, _moment(now))
+        params = _Params()
+        query = _usage_query(params, scope, guild_id, user_id, start, end)
+        async with self._connection() as conn:
+            return int(await conn.fetchval(f"SELECT {query}", *params.values))
+
+    async def mark_running(self, job_id: int, *, now: datetime | None = None) -> bool:
+        async with self._transaction() as conn:
+            updated = await conn.fetchval(
+                "UPDATE jobs SET state = 'running', started_at = $2 WHERE id = $1 AND state = 'queued' RETURNING id",
+                job_id,
+                _moment(now),
+            )
+        return updated is not None
+
+    async def mark_delivered(
+        self,
+        job_id: int,
+        *,
+        result_channel_id: int | None,
+        result_message_id: int | None,
+        reported_credits: float | int | Decimal | None = None,
+        generator_record_id: str | None = None,
+        now: datetime | None = None,
+    ) -> bool:
+        async with self._transaction() as conn:
+            updated = await conn.fetchval(
+                "UPDATE jobs SET state = 'delivered', finished_at = $2, result_channel_id = $3, "
+                "result_message_id = $4, reported_credits = COALESCE($5, reported_credits), "
+                "generator_record_id = COALESCE($6, generator_record_id) "
+                f"WHERE id = $1 AND state IN ({_PENDING}) RETURNING id",
+                job_id,
+                _moment(now),
+                result_channel_id,
+                result_message_id,
+                _reported(reported_credits),
+                generator_record_id,
+            )
+        if updated is None:
+            log.warning("job %s was not delivered: it had already finished or does not exist", job_id)
+        return updated is not None
+
+    async def fail_job(
+        self,
+        job_id: int,
+        *,
+        state: FailedState,
+        error: str,
+        reported_credits: float | int | Decimal | None = None,
+        generator_record_id: str | None = None,
+        actor_id: int | None = None,
+        now: datetime | None = None,
+    ) -> bool:
+        if state not in ("failed", "interrupted", "cancelled"):
+            raise ValueError(f"a failed job's state must be failed, interrupted or cancelled, not {state!r}")
+        now = _moment(now)
+        async with self._transaction() as conn:
+            # The state guard makes the refund happen at most once, even if two callers race.
+            row = await conn.fetchrow(
+                "UPDATE jobs SET state = $2, error = $3, finished_at = $4, "
+                "reported_credits = COALESCE($5, reported_credits), "
+                "generator_record_id = COALESCE($6, generator_record_id) "
+                f"WHERE id = $1 AND state IN ({_PENDING}) RETURNING guild_id, user_id, cost, created_at",
+                job_id,
+                state,
+                error,
+                now,
+                _reported(reported_credits),
+                generator_record_id,
+            )
+            if row is None:
+                return False
+            await conn.execute(
+                _INSERT_LEDGER,
+                row["guild_id"],
+                row["user_id"],
+                job_id,
+                -int(row["cost"]),
+                "refund",
+                _time(row["created_at"]),
+                now,
+                actor_id,
+            )
+        return True
+
+    async def set_status_message(self, job_id: int, message_id: int | None) -> None:
+        async with self._transaction() as conn:
+            await conn.execute("UPDATE jobs SET status_message_id = $2 WHERE id = $1", job_id, message_id)
+
+    async def get_job(self, job_id: int) -> Job | None:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = $1", job_id)
+        return None if row is None else _job(row)
+
+    async def jobs_in_states(self, states: Sequence[str]) -> list[Job]:
+        if isinstance(states, str):
+            raise TypeError("states must be a sequence of state names, not one str")
+        if not states:
+            return []
+        params = _Params()
+        placeholders = ", ".join(params(state) for state in states)
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ({placeholders}) ORDER BY id", *params.values
+            )
+        return [_job(row) for row in rows]
+
+    async def interrupt_running_jobs(self, *, error: str, now: datetime | None = None) -> list[Job]:
+        now = _moment(now)
+        async with self._transaction() as conn:
+            rows = await conn.fetch(
+                "UPDATE jobs SET state = 'interrupted', error = $1, finished_at = $2 "
+                f"WHERE state = 'running' RETURNING {_JOB_COLUMNS}",
+                error,
+                now,
+            )
+            jobs = sorted((_job(row) for row in rows), key=lambda job: job.id)
+            for job in jobs:
+                await conn.execute(
+                    _INSERT_LEDGER, job.guild_id, job.user_id, job.id, -job.cost, "refund", job.created_at, now, None
+                )
+        if jobs:
+            log.info("interrupted and refunded %d job(s) that were running at the last stop", len(jobs))
+        return jobs
+
+    async def recent_jobs(self, *, guild_id: int, user_id: int, limit: int = 5) -> list[Job]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE guild_id = $1 AND user_id = $2 ORDER BY id DESC LIMIT $3",
+                guild_id,
+                user_id,
+                limit,
+            )
+        return [_job(row) for row in rows]
+
+    # Settings and limits
+
+    async def _read_settings(self, conn: Connection, guild_id: int) -> GuildSettings:
+        row = await conn.fetchrow(f"SELECT {_SETTINGS_COLUMNS} FROM guild_settings WHERE guild_id = $1", guild_id)
+        role_rows = await conn.fetch("SELECT role_id, credits, period FROM role_limits WHERE guild_id = $1", guild_id)
+        exempt_rows = await conn.fetch("SELECT role_id FROM exempt_roles WHERE guild_id = $1", guild_id)
+        role_limits = MappingProxyType(
+            {int(r["role_id"]): Limit(int(r["credits"]), r["period"]) for r in sorted(role_rows, key=lambda r: r[0])}
+        )
+        exempt = frozenset(int(r["role_id"]) for r in exempt_rows)
+        if row is None:
+            return GuildSettings(guild_id, role_limits=role_limits, exempt_role_ids=exempt)
+        return GuildSettings(
+            guild_id=guild_id,
+            default_limit=_limit_or_none(row["default_limit_credits"], row["default_limit_period"]),
+            budget=_limit_or_none(row["budget_credits"], row["budget_period"]),
+            default_size=row["default_size"],
+            default_quality=row["default_quality"],
+            default_count=row["default_count"],
+            default_format=row["default_format"],
+            max_count=row["max_count"],
+            mod_role_id=row["mod_role_id"],
+            log_channel_id=row["log_channel_id"],
+            blocked_words=tuple(json.loads(row["blocked_words"])),
+            role_limits=role_limits,
+            exempt_role_ids=exempt,
+        )
+
+    async def _audit(
+        self,
+        conn: Connection,
+        *,
+        guild_id: int,
+        actor_id: int,
+        action: str,
+        target: str | None,
+        before: Any,
+        after: Any,
+        now: datetime,
+    ) -> None:
+        await conn.execute(
+            'INSERT INTO audit_log (guild_id, actor_id, action, target, "before", "after", at) '
+            "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            guild_id,
+            actor_id,
+            action,
+            target,
+            _json_or_null(before),
+            _json_or_null(after),
+            now,
+        )
+
+    async def get_guild_settings(self, guild_id: int) -> GuildSettings:
+        async with self._connection() as conn:
+            return await self._read_settings(conn, guild_id)
+
+    async def update_guild_settings(
+        self, guild_id: int, *, actor_id: int, action: str, **changes: Any
+    ) -> GuildSettings:
+        if not changes:
+            raise ValueError("update_guild_settings needs at least one setting to change")
+        columns: dict[str, Any] = {}
+        for name, value in changes.items():
+            columns.update(_settings_columns(name, value))
+        params = _Params()
+        params(guild_id)
+        # Column names come from _settings_columns' fixed list, never from the caller.
+        assignments = ", ".join(f"{column} = {params(value)}" for column, value in columns.items())
+        async with self._transaction() as conn:
+            await self._lock_guild(conn, guild_id, everyone=False)
+            before = await self._read_settings(conn, guild_id)
+            await conn.execute(
+                "INSERT INTO guild_settings (guild_id) VALUES ($1) ON CONFLICT (guild_id) DO NOTHING", guild_id
+            )
+            await conn.execute(f"UPDATE guild_settings SET {assignments} WHERE guild_id = $1", *params.values)
+            after = await self._read_settings(conn, guild_id)
+            await self._audit(
+                conn,
+                guild_id=guild_id,
+                actor_id=actor_id,
+                action=action,
+                target="settings",
+                before={name: _settings_json(before, name) for name in changes},
+                after={name: _settings_json(after, name) for name in changes},
+                now=utc_now(),
+            )
+        return after
+
+    async def get_member_limit(self, guild_id: int, user_id: int) -> Limit | None:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(
+                "SELECT credits, period FROM member_limits WHERE guild_id = $1 AND user_id = $2", guild_id, user_id
+            )
+        return None if row is None else Limit(int(row["credits"]), row["period"])
+
+    async def _set_limit(
+        self, table: str, key: str, guild_id: int, target_id: int, limit: Limit | None, *, actor_id: int
+    ) -> None:
+        if limit is not None:
+            _check_limit(limit)
+        async with self._transaction() as conn:
+            await self._lock_guild(conn, guild_id, everyone=False)
+            row = await conn.fetchrow(
+                f"SELECT credits, period FROM {table} WHERE guild_id = $1 AND {key} = $2", guild_id, target_id
+            )
+            before = None if row is None else Limit(int(row["credits"]), row["period"])
+            if limit is None:
+                await conn.execute(f"DELETE FROM {table} WHERE guild_id = $1 AND {key} = $2", guild_id, target_id)
+            else:
+                await conn.execute(
+                    f"INSERT INTO {table} (guild_id, {key}, credits, period) VALUES ($1, $2, $3, $4) "
+                    f"ON CONFLICT (guild_id, {key}) DO UPDATE SET credits = excluded.credits, period = excluded.period",
+                    guild_id,
+                    target_id,
+                    limit.credits,
+                    limit.period,
+                )
+            kind = "member" if table == "member_limits" else "role"
+            await self._audit(
+                conn,
+                guild_id=guild_id,
+                actor_id=actor_id,
+                action=f"{kind}_limit.{'clear' if limit is None else 'set'}",
+                target=f"{kind}:{target_id}",
+                before={"limit": _limit_json(before)},
+                after={"limit": _limit_json(limit)},
+                now=utc_now(),
+            )
+
+    async def set_member_limit(self, guild_id: int, user_id: int, limit: Limit | None, *, actor_id: int) -> None:
+        await self._set_limit("member_limits", "user_id", guild_id, user_id, limit, actor_id=actor_id)
+
+    async def set_role_limit(self, guild_id: int, role_id: int, limit: Limit | None, *, actor_id: int) -> None:
+        await self._set_limit("role_limits", "role_id", guild_id, role_id, limit, actor_id=actor_id)
+
+    async def set_role_exempt(self, guild_id: int, role_id: int, exempt: bool, *, actor_id: int) -> None:
+        async with self._transaction() as conn:
+            await self._lock_guild(conn, guild_id, everyone=False)
+            was = (
+                await conn.fetchval(
+                    "SELECT role_id FROM exempt_roles WHERE guild_id = $1 AND role_id = $2", guild_id, role_id
+                )
+                is not None
+            )
+            if exempt:
+                await conn.execute(
+                    "INSERT INTO exempt_roles (guild_id, role_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    guild_id,
+                    role_id,
+                )
+            else:
+                await conn.execute("DELETE FROM exempt_roles WHERE guild_id = $1 AND role_id = $2", guild_id, role_id)
+            await self._audit(
+                conn,
+                guild_id=guild_id,
+                actor_id=actor_id,
+                action=f"role_exempt.{'on' if exempt else 'off'}",
+                target=f"role:{role_id}",
+                before={"exempt": was},
+                after={"exempt": bool(exempt)},
+                now=utc_now(),
+            )
+
+    async def reset_member_usage(
+        self, guild_id: int, user_id: int, period: Period, *, actor_id: int, now: datetime | None = None
+    ) -> int:
+        now = _moment(now)
+        start, end = period_bounds(period, now)
+        params = _Params()
+        used_query = _usage_query(params, "member", guild_id, user_id, start, end)
+        pending_query = (
+            f"(SELECT COALESCE(SUM(cost), 0) FROM jobs WHERE guild_id = {params(guild_id)} "
+            f"AND user_id = {params(user_id)} AND created_at >= {params(start)} AND created_at < {params(end)} "
+            f"AND state IN ({_PENDING}))"
+        )
+        async with self._transaction() as conn:
+            await self._lock_guild(conn, guild_id, everyone=False)
+            row = await conn.fetchrow(f"SELECT {used_query}, {pending_query}", *params.values)
+            used, pending = int(row[0]), int(row[1])
+            # Queued and running jobs keep their reservation: they are refunded when they fail, and giving
+            # it back here too would refund the same credits twice.
+            given = max(0, used - pending)
+            if given:
+                await conn.execute(_INSERT_LEDGER, guild_id, user_id, None, -given, "reset", now, now, actor_id)
+            await self._audit(
+                conn,
+                guild_id=guild_id,
+                actor_id=actor_id,
+                action="usage.reset",
+                target=f"member:{user_id}",
+                before={"period": period, "used": used},
+                after={"period": period, "used": used - given},
+                now=now,
+            )
+        return given
+
+    async def ledger(self, *, guild_id: int, since: datetime, until: datetime) -> list[LedgerEntry]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE guild_id = $1 AND charged_at >= $2 AND charged_at < $3 "
+                "ORDER BY charged_at, id",
+                guild_id,
+                _moment(since, "since"),
+                _moment(until, "until"),
+            )
+        return [_ledger_entry(row) for row in rows]
+
+    async def usage_by_member(self, *, guild_id: int, since: datetime, until: datetime) -> list[tuple[int, int]]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                "SELECT user_id, SUM(amount) AS used FROM ledger "
+                "WHERE guild_id = $1 AND charged_at >= $2 AND charged_at < $3 "
+                "GROUP BY user_id HAVING SUM(amount) <> 0 ORDER BY used DESC, user_id",
+                guild_id,
+                _moment(since, "since"),
+                _moment(until, "until"),
+            )
+        return [(int(row["user_id"]), int(row["used"])) for row in rows]
+
+    async def audit_log(self, guild_id: int, limit: int = 50) -> list[AuditEntry]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                'SELECT id, guild_id, actor_id, action, target, "before", "after", at FROM audit_log '
+                "WHERE guild_id = $1 ORDER BY id DESC LIMIT $2",
+                guild_id,
+                limit,
+            )
+        return [
+            AuditEntry(
+                id=int(row["id"]),
+                guild_id=int(row["guild_id"]),
+                actor_id=int(row["actor_id"]),
+                action=row["action"],
+                target=row["target"],
+                before=None if row["before"] is None else json.loads(row["before"]),
+                after=None if row["after"] is None else json.loads(row["after"]),
+                at=_time(row["at"]),
+            )
+            for row in rows
+        ]
+
+    async def get_state(self, key: str) -> str | None:
+        async with self._connection() as conn:
+            return await conn.fetchval("SELECT value FROM bot_state WHERE key = $1", key)
+
+    async def set_state(self, key: str, value: str) -> None:
+        async with self._transaction() as conn:
+            await conn.execute(
+                "INSERT INTO bot_state (key, value) VALUES ($1, $2) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                key,
+                value,
+            )

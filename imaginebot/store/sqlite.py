@@ -1,0 +1,170 @@
+"""The store on a SQLite file, through aiosqlite: one shared connection in WAL mode."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import aiosqlite
+
+from imaginebot.store.sql import Connection, SqlStore
+
+log = logging.getLogger(__name__)
+
+_NUMBERED_PARAMETER = re.compile(r"\$(\d+)")
+
+
+@lru_cache(maxsize=512)
+def _sqlite_query(query: str) -> str:
+    # SQLite's ?NNN binds by number just like PostgreSQL's $NNN, so a parameter may be used twice.
+    return _NUMBERED_PARAMETER.sub(r"?\1", query)
+
+
+def _sqlite_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        # One fixed format, always UTC with microseconds, so that text order is time order.
+        return value.astimezone(UTC).isoformat(timespec="microseconds")
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def split_statements(script: str) -> list[str]:
+    """Split a SQL script into statements, each ending with ``;`` at the end of a line."""
+    statements: list[str] = []
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    leftover = "\n".join(
+        line for line in pending.splitlines() if line.strip() and not line.strip().startswith("--")
+    ).strip()
+    if leftover:
+        raise ValueError(f"unterminated SQL statement: {leftover[:80]!r}")
+    return statements
+
+
+class _SqliteConnection:
+    """aiosqlite behind asyncpg's method names, so the shared SQL runs unchanged."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    async def _run(self, query: str, args: Sequence[Any]) -> list[sqlite3.Row]:
+        # execute_fetchall runs and drains the statement in one trip to aiosqlite's thread.
+        rows = await self._db.execute_fetchall(_sqlite_query(query), [_sqlite_value(arg) for arg in args])
+        return list(rows)
+
+    async def execute(self, query: str, *args: Any) -> None:
+        await self._run(query, args)
+
+    async def fetch(self, query: str, *args: Any) -> list[sqlite3.Row]:
+        return await self._run(query, args)
+
+    async def fetchrow(self, query: str, *args: Any) -> sqlite3.Row | None:
+        rows = await self._run(query, args)
+        return rows[0] if rows else None
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        rows = await self._run(query, args)
+        return rows[0][0] if rows else None
+
+
+class SqliteStore(SqlStore):
+    """The store in a SQLite file. One process per file: all work goes through one connection, one
+    transaction at a time (an asyncio lock), and writes start with BEGIN IMMEDIATE so that another process
+    opening the same file waits instead of interleaving."""
+
+    type_names = MappingProxyType(
+        {"id_pk": "INTEGER PRIMARY KEY AUTOINCREMENT", "timestamp": "TEXT", "decimal": "TEXT"}
+    )
+
+    def __init__(self, path: Path | str, *, busy_timeout_ms: int = 5000) -> None:
+        """Keep the file's path; nothing is opened until ``open()``."""
+        self.path = Path(path)
+        self._busy_timeout_ms = busy_timeout_ms
+        self._db: aiosqlite.Connection | None = None
+        self._conn: _SqliteConnection | None = None
+        # The connection is shared, so a transaction must not see another coroutine's statements.
+        self._lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self.path)!r})"
+
+    async def open(self) -> None:
+        """Create the file (and its directory) if needed, connect, and apply migrations."""
+        if self._db is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: no implicit transactions; every transaction here is explicit.
+        db = await aiosqlite.connect(self.path, isolation_level=None)
+        try:
+            db.row_factory = aiosqlite.Row
+            await db.execute_fetchall(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            await db.execute_fetchall("PRAGMA journal_mode = WAL")
+            # WAL with synchronous=NORMAL stays consistent after a crash; only the last commits may be lost.
+            await db.execute_fetchall("PRAGMA synchronous = NORMAL")
+            await db.execute_fetchall("PRAGMA foreign_keys = ON")
+            self._db, self._conn = db, _SqliteConnection(db)
+            await self._migrate()
+        except BaseException:
+            self._db = self._conn = None
+            await db.close()
+            raise
+        log.info("opened SQLite store at %s", self.path)
+
+    async def close(self) -> None:
+        """Close the connection (safe to call twice)."""
+        db, self._db, self._conn = self._db, None, None
+        if db is not None:
+            async with self._lock:
+                await db.close()
+
+    def _connected(self) -> tuple[aiosqlite.Connection, _SqliteConnection]:
+        if self._db is None or self._conn is None:
+            raise RuntimeError("the store is not open: call `await store.open()` first")
+        return self._db, self._conn
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Connection]:
+        async with self._lock:
+            db, conn = self._connected()
+            await db.execute_fetchall("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                # SQLite may already have rolled back by itself after some errors.
+                if db.in_transaction:
+                    await db.execute_fetchall("ROLLBACK")
+                raise
+            await db.execute_fetchall("COMMIT")
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Connection]:
+        async with self._lock:
+            yield self._connected()[1]
+
+    async def _lock_guild(self, conn: Connection, guild_id: int, *, everyone: bool) -> None:
+        # Nothing to add: the asyncio lock and BEGIN IMMEDIATE already make every write transaction exclusive.
+        return None
+
+    async def _lock_migrations(self, conn: Connection) -> None:
+        # BEGIN IMMEDIATE already holds the database's write lock.
+        return None
+
+    async def _run_script(self, conn: Connection, script: str) -> None:
+        # Not executescript(): it would commit the transaction the migration runs in.
+        for statement in split_statements(script):
+            await conn.execute(statement)

@@ -1,0 +1,157 @@
+"""Runs the real bot (``python bot.py``) against the fake Discord and the fake 1min.ai, as an operator would."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import discord as discordpy
+
+from tests.botenv import API_KEY, BOT_TOKEN, CONTRACT_VARIABLES, REPO
+from tests.fakes.discord import FakeDiscord, FakeInteraction, FakeMessage
+from tests.fakes.onemin import FakeOneMin
+
+MODERATOR_PERMISSIONS = discordpy.Permissions(
+    view_channel=True, send_messages=True, read_message_history=True, manage_guild=True
+).value
+
+
+class BotProcess:
+    """One ``python bot.py`` process; its log goes to a file the test can read."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        """Start the process (the caller waits for the fake Discord to see it)."""
+        log = self.log_path.open("ab")
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "bot.py", cwd=REPO, env=self.env, stdout=log, stderr=log
+        )
+        log.close()
+
+    async def kill(self) -> None:
+        """SIGKILL: a crash, no clean-up at all."""
+        if self.process and self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+
+    async def stop(self) -> None:
+        """A polite stop, then a kill if it lingers."""
+        if self.process and self.process.returncode is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(self.process.wait(), 10)
+            except TimeoutError:
+                await self.kill()
+
+    def log(self) -> str:
+        """Everything the bot has logged so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class World:
+    """A fake Discord with one server, a fake 1min.ai, and the bot connected to both."""
+
+    def __init__(self, discord: FakeDiscord, onemin: FakeOneMin, tmp_path: Path) -> None:
+        self.discord = discord
+        self.onemin = onemin
+        self.tmp_path = tmp_path
+        self.guild = discord.add_guild(name="Test Server")
+        self.channel = discord.add_channel(self.guild, name="art")
+        self.member = discord.add_member(self.guild, username="alice")
+        self.other = discord.add_member(self.guild, username="bob")
+        self.moderator = discord.add_member(self.guild, username="mod", permissions=MODERATOR_PERMISSIONS)
+        self.bot: BotProcess | None = None
+        self.database = tmp_path / "imagine.db"
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        """The bot's environment: pointed at the fakes, with a fresh database in the test's folder."""
+        env = {key: value for key, value in os.environ.items() if key not in CONTRACT_VARIABLES}
+        env.update({key: "" for key in CONTRACT_VARIABLES})
+        env.update(
+            DISCORD_TOKEN=BOT_TOKEN,
+            ONEMIN_API_KEY=API_KEY,
+            ONEMIN_API_URL=self.onemin.api_url,
+            ONEMIN_ASSET_URL=self.onemin.asset_url,
+            DISCORD_API_URL=self.discord.api_url,
+            DISCORD_GATEWAY_URL=self.discord.gateway_url,
+            DATABASE_URL=f"sqlite:///{self.database}",
+            DISCORD_GUILD_ID=str(self.guild.id),
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(overrides)
+        return env
+
+    async def start_bot(self, **overrides: str) -> BotProcess:
+        """Start ``python bot.py`` and wait until it is connected and its commands are synced."""
+        self.bot = BotProcess(self.env(**overrides), self.tmp_path / "bot.log")
+        await self.bot.start()
+        try:
+            await self.discord.wait_until_ready(timeout=30)
+            await self.discord.wait_for_commands(timeout=30)
+        except Exception as error:
+            raise AssertionError(f"the bot did not come up:\n{self.bot.log()}") from error
+        return self.bot
+
+    async def restart_bot(self, *, crash: bool = True, **overrides: str) -> BotProcess:
+        """Kill the bot (a crash) or stop it, then start it again on the same database."""
+        assert self.bot is not None
+        if crash:
+            await self.bot.kill()
+        else:
+            await self.bot.stop()
+        await self.discord.disconnect_bot()
+        env = self.bot.env | overrides
+        self.bot = BotProcess(env, self.tmp_path / "bot.log")
+        await self.bot.start()
+        await self.discord.wait_until_ready(timeout=30)
+        return self.bot
+
+    async def imagine(self, member: Any = None, **options: Any) -> FakeInteraction:
+        """``/imagine`` as a member types it."""
+        return await self.discord.invoke(member or self.member, self.channel, "imagine", options=options)
+
+    async def quota_me(self, member: Any = None) -> str:
+        """The text of ``/quota me`` for a member."""
+        interaction = await self.discord.invoke(member or self.member, self.channel, "quota", subcommand="me")
+        await interaction.wait_for(lambda i: bool(i.messages), timeout=10)
+        return interaction.messages[0].content
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
+    """Poll ``predicate`` until it holds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def has_attachments(count: int) -> Callable[[FakeInteraction], bool]:
+    """The interaction's messages carry ``count`` attachments in all."""
+    return lambda interaction: sum(len(m.attachments) for m in interaction.messages) >= count
+
+
+def content_of(interaction: FakeInteraction) -> str:
+    """All text the bot showed on an interaction: message contents and embed descriptions/fields."""
+    parts: list[str] = []
+    for message in interaction.messages:
+        parts.append(message.content or "")
+        for embed in message.embeds:
+            parts.append(embed.get("title") or "")
+            parts.append(embed.get("description") or "")
+            parts.extend(f"{field['name']}: {field['value']}" for field in embed.get("fields", []))
+    return "\n".join(parts)
+
+
+def all_messages(interaction: FakeInteraction) -> list[FakeMessage]:
+    """The interaction's messages (original response first)."""
+    return list(interaction.messages)

@@ -1,0 +1,161 @@
+"""``/imagine`` end to end: gateway event in, callbacks and multipart uploads out, through the real bot process."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+from tests.e2e.harness import World, content_of, has_attachments, wait_until
+
+LONG_PROMPT_UNIT = "**bold** _it_ `code` @everyone @here <@123456789012345678> <@&223456789012345678> ||spoiler|| "
+
+
+def decode(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+async def test_happy_path_two_images_arrive_with_the_asked_size(world: World) -> None:
+    await world.start_bot()
+    interaction = await world.imagine(prompt="a lighthouse at dusk", size="1536x1024", count=2)
+    callback = await interaction.wait_for_callback(timeout=3)
+    assert callback["type"] == 5 and not interaction.ephemeral  # a public defer within 3 s
+    await interaction.wait_for(has_attachments(2), timeout=30)
+
+    files = [attachment for message in interaction.messages for attachment in message.attachments]
+    assert len(files) == 2
+    for attachment in files:
+        image = decode(attachment.data)
+        assert image.size == (1536, 1024)
+        assert image.format == "PNG"
+        assert attachment.description and "lighthouse" in attachment.description
+    assert len(world.onemin.requests) == 1
+    sent = world.onemin.requests[0]["body"]["promptObject"]
+    assert sent == {
+        "prompt": "a lighthouse at dusk",
+        "size": "1536x1024",
+        "quality": "medium",
+        "n": 2,
+        "output_format": "png",
+    }
+    shown = content_of(interaction)
+    assert "1536x1024" in shown and "3 credits" in shown  # 2 x 1.5 credits
+    assert all(not message.mentions_would_ping for message in interaction.messages)
+    assert "7 credits left" in await world.quota_me()
+
+
+async def test_four_images_are_all_fetched_the_right_way(world: World) -> None:
+    await world.start_bot()
+    interaction = await world.imagine(prompt="four kittens", count=4, quality="low")
+    await interaction.wait_for(has_attachments(4), timeout=30)
+    images = [decode(a.data) for m in interaction.messages for a in m.attachments]
+    assert [image.size for image in images] == [(1024, 1024)] * 4
+    assert len({image.tobytes()[:4096] for image in images}) == 4  # four distinct images, none repeated
+    presigned = [path for path in world.onemin.downloads if "/s3/" in path]
+    assets = [path for path in world.onemin.downloads if "/s3/" not in path]
+    assert len(presigned) == 1 and len(assets) == 3
+
+
+async def test_longest_prompt_is_sent_whole_and_pings_nobody(world: World) -> None:
+    await world.start_bot()
+    prompt = (LONG_PROMPT_UNIT * 100)[:4000]
+    interaction = await world.imagine(prompt=prompt)
+    await interaction.wait_for(has_attachments(1), timeout=30)
+    assert world.onemin.requests[0]["body"]["promptObject"]["prompt"] == prompt.strip()
+    for message in interaction.messages:
+        assert not message.mentions_would_ping, message.mentions_would_ping
+        assert message.allowed_mentions is not None
+        assert len(message.content or "") <= 2000
+        assert sum(len(e.get("description") or "") for e in message.embeds) <= 4096
+
+
+async def test_bad_inputs_are_refused_ephemerally_and_cost_nothing(world: World) -> None:
+    await world.start_bot()
+    cases = [
+        ({"prompt": "x", "size": "1000x1000"}, ["992x992", "1008x1008"]),
+        ({"prompt": "x", "size": "4096x1024"}, ["3840"]),
+        ({"prompt": "x", "size": "3840x864"}, ["3"]),
+        ({"prompt": "x", "size": "banana"}, ["WxH"]),
+        ({"prompt": "x", "compression": 50}, ["jpeg or webp"]),
+        ({"prompt": "   "}, ["empty"]),
+    ]
+    for options, words in cases:
+        interaction = await world.imagine(**options)
+        callback = await interaction.wait_for_callback(timeout=3)
+        assert callback["type"] == 4, options
+        assert callback["data"]["flags"] & 64, options
+        for word in words:
+            assert word in callback["data"]["content"], (options, callback["data"]["content"])
+    assert world.onemin.requests == []
+    assert "10 credits left" in await world.quota_me()
+
+
+async def test_over_quota_is_refused_with_cost_and_what_remains(world: World) -> None:
+    await world.start_bot(QUOTA_DEFAULT_CREDITS="2")
+    interaction = await world.imagine(prompt="big", size="2048x2048", quality="medium")  # 4 credits
+    callback = await interaction.wait_for_callback(timeout=3)
+    assert callback["type"] == 4 and callback["data"]["flags"] & 64
+    text = callback["data"]["content"]
+    assert "4 credits" in text and "2 credits left" in text and "<t:" in text
+    assert world.onemin.requests == []
+
+
+async def test_generator_failure_is_explained_and_refunded(world: World) -> None:
+    await world.start_bot()
+    world.onemin.fail_next("500")
+    interaction = await world.imagine(prompt="a storm", count=3)
+    await interaction.wait_for(lambda i: "not charged" in content_of(i), timeout=30)
+    assert "10 credits left" in await world.quota_me()
+
+
+async def test_safety_block_is_told_plainly(world: World) -> None:
+    await world.start_bot()
+    world.onemin.fail_next("moderation")
+    interaction = await world.imagine(prompt="something the safety system dislikes")
+    await interaction.wait_for(lambda i: "not charged" in content_of(i), timeout=30)
+    assert "safety" in content_of(interaction).lower()
+
+
+async def test_wrong_api_key_tells_the_member_to_tell_the_operator(world: World) -> None:
+    await world.start_bot(ONEMIN_API_KEY="wrong-key-also-secret")
+    interaction = await world.imagine(prompt="anything")
+    await interaction.wait_for(lambda i: "not charged" in content_of(i), timeout=30)
+    text = content_of(interaction)
+    assert "API key was refused" in text and "operator" in text
+    assert "wrong-key-also-secret" not in text and "wrong-key-also-secret" not in world.bot.log()
+    assert "10 credits left" in await world.quota_me()
+
+
+async def test_rate_limit_delays_the_job_instead_of_failing_it(world: World) -> None:
+    await world.start_bot()
+    world.onemin.fail_next("429", retry_after=1)
+    interaction = await world.imagine(prompt="patience")
+    await interaction.wait_for(has_attachments(1), timeout=30)
+    assert len(world.onemin.requests) == 2  # the 429'd request, then the one that worked
+
+
+async def test_an_image_over_the_upload_limit_is_reencoded_to_fit(world: World) -> None:
+    world.guild.attachment_size_limit = 1024 * 1024
+    world.onemin.noisy = True  # incompressible: a 1024x1024 PNG is about 3 MB
+    await world.start_bot()
+    interaction = await world.imagine(prompt="static")
+    await interaction.wait_for(has_attachments(1), timeout=60)
+    attachment = interaction.messages[0].attachments[0]
+    assert attachment.size <= 1024 * 1024
+    image = decode(attachment.data)
+    assert image.size == (1024, 1024) and image.format in ("JPEG", "WEBP")
+    assert "re-encoded" in content_of(interaction).lower()
+
+
+async def test_a_restart_mid_job_refunds_and_tells_the_member(world: World) -> None:
+    world.onemin.latency = 60
+    await world.start_bot()
+    interaction = await world.imagine(prompt="slow masterpiece", count=2)
+    await interaction.wait_for_callback(timeout=3)
+    await wait_until(lambda: len(world.onemin.requests) == 1, timeout=15, what="the generation request")
+    await world.restart_bot(crash=True)
+    await interaction.wait_for(lambda i: "restarted" in content_of(i), timeout=30)
+    assert any("restarted" in (message.content or "") for message in interaction.followups)
+    assert "10 credits left" in await world.quota_me()

@@ -1,0 +1,134 @@
+"""The fair queue: caps, round robin across members, positions, pauses and cancels."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from imaginebot.scheduler import FairScheduler
+
+
+class Recorder:
+    """A runner that records start order and holds each job until released."""
+
+    def __init__(self) -> None:
+        self.started: list[int] = []
+        self.gates: dict[int, asyncio.Event] = {}
+
+    async def run(self, job_id: int) -> None:
+        self.started.append(job_id)
+        gate = self.gates.setdefault(job_id, asyncio.Event())
+        await gate.wait()
+
+    def release(self, job_id: int) -> None:
+        self.gates.setdefault(job_id, asyncio.Event()).set()
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_caps_in_flight_bot_wide_and_per_member() -> None:
+    recorder = Recorder()
+    scheduler = FairScheduler(run=recorder.run, max_concurrent=3, max_per_member=2)
+    for job_id in range(1, 6):
+        scheduler.submit(job_id, member_id=7)
+    scheduler.submit(10, member_id=8)
+    await settle()
+    # Member 7 may have two in flight; member 8's job takes the third slot.
+    assert recorder.started == [1, 2, 10]
+    assert scheduler.in_flight == 3
+    recorder.release(1)
+    await settle()
+    assert recorder.started == [1, 2, 10, 3]
+    await scheduler.close()
+
+
+async def test_round_robin_one_members_burst_does_not_delay_others() -> None:
+    recorder = Recorder()
+    scheduler = FairScheduler(run=recorder.run, max_concurrent=1, max_per_member=10)
+    scheduler.submit(0, member_id=999)  # occupies the only slot
+    await settle()
+    for job_id in range(1, 11):  # one member's ten jobs
+        scheduler.submit(job_id, member_id=1)
+    for member in range(2, 6):  # then four other members, one job each
+        scheduler.submit(100 + member, member_id=member)
+    positions = scheduler.positions()
+    # Every other member's first job comes before the burst member's second job.
+    for member in range(2, 6):
+        assert positions[100 + member] < positions[2]
+    assert positions[1] == 0
+    order = []
+    running = 0
+    while len(order) < 14:
+        recorder.release(recorder.started[running])
+        running += 1
+        await settle()
+        order = recorder.started[1:]
+    assert order[:5] == [1, 102, 103, 104, 105]
+    assert order[5:] == list(range(2, 11))
+    await scheduler.close()
+
+
+async def test_positions_count_jobs_that_would_start_first_and_change_on_cancel() -> None:
+    recorder = Recorder()
+    scheduler = FairScheduler(run=recorder.run, max_concurrent=1, max_per_member=5)
+    scheduler.submit(1, member_id=1)
+    await settle()
+    scheduler.submit(2, member_id=1)
+    scheduler.submit(3, member_id=1)
+    scheduler.submit(4, member_id=2)
+    assert scheduler.position(1) is None  # running, not queued
+    assert scheduler.positions() == {2: 0, 4: 1, 3: 2}
+    assert scheduler.cancel(4) is True
+    assert scheduler.cancel(4) is False
+    assert scheduler.positions() == {2: 0, 3: 1}
+    await scheduler.close()
+
+
+async def test_pause_delays_new_starts_without_failing_them() -> None:
+    recorder = Recorder()
+    scheduler = FairScheduler(run=recorder.run, max_concurrent=5, max_per_member=5)
+    scheduler.pause(0.2)
+    scheduler.submit(1, member_id=1)
+    await asyncio.sleep(0.05)
+    assert recorder.started == []
+    assert scheduler.position(1) == 0
+    await asyncio.sleep(0.3)
+    assert recorder.started == [1]
+    await scheduler.close()
+
+
+async def test_a_crashing_job_does_not_stop_the_queue() -> None:
+    started: list[int] = []
+
+    async def run(job_id: int) -> None:
+        started.append(job_id)
+        if job_id == 1:
+            raise RuntimeError("boom")
+
+    scheduler = FairScheduler(run=run, max_concurrent=1, max_per_member=1)
+    scheduler.submit(1, member_id=1)
+    scheduler.submit(2, member_id=1)
+    await settle()
+    assert started == [1, 2]
+    await scheduler.close()
+
+
+@pytest.mark.parametrize("members", [3, 50])
+async def test_every_member_gets_a_turn_before_anyone_gets_a_second(members: int) -> None:
+    recorder = Recorder()
+    scheduler = FairScheduler(run=recorder.run, max_concurrent=1, max_per_member=3)
+    scheduler.submit(-1, member_id=-1)
+    await settle()
+    job_id = 0
+    for _ in range(3):
+        for member in range(members):
+            job_id += 1
+            scheduler.submit(member * 1000 + job_id, member_id=member)
+    ranked = sorted(scheduler.positions().items(), key=lambda item: item[1])
+    first_round = [job for job, _ in ranked[:members]]
+    assert sorted(job // 1000 for job in first_round) == list(range(members))
+    await scheduler.close()

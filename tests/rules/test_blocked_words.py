@@ -1,0 +1,122 @@
+"""Blocked words: the moderators' list, and whole-word, any-case matching in prompts."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from imaginebot.blocked_words import BlockList, WordListError, find_blocked, parse_word_list
+
+# --- parse_word_list -------------------------------------------------------------------------------------------------
+
+
+def test_parse_word_list_splits_strips_folds_and_deduplicates() -> None:
+    text = " Kraken, red   Panda ,, KRAKEN, Straße ,\tc++ , red panda,"
+    assert parse_word_list(text) == ["kraken", "red panda", "strasse", "c++"]
+
+
+def test_parse_word_list_of_nothing_is_empty() -> None:
+    assert parse_word_list("") == []
+    assert parse_word_list(" , ,\u200b, ") == []
+
+
+def test_parse_word_list_refuses_an_overlong_entry() -> None:
+    assert parse_word_list("a" * 100) == ["a" * 100]
+    with pytest.raises(WordListError) as caught:
+        parse_word_list("ok, " + "a" * 101)
+    assert "100 characters" in caught.value.message
+
+
+# --- find_blocked ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("prompt", "blocked", "found"),
+    [
+        ("A KRAKEN! attacks", ["kraken"], "kraken"),
+        ("the kraken's lair", ["kraken"], "kraken"),
+        ("sea-kraken", ["kraken"], "kraken"),
+        ("Krakenberg castle", ["kraken"], None),
+        ("krakens", ["kraken"], None),
+        ("kraken_lair", ["kraken"], None),
+        ("kraken2", ["kraken"], None),
+        ("a Red  Panda asleep", ["red panda"], "red panda"),
+        ("a red\n\tpanda", ["Red Panda"], "red panda"),
+        ("a red pandas", ["red panda"], None),
+        ("a redpanda", ["red panda"], None),
+        ("Café au lait", ["café"], "café"),
+        ("the cafés", ["café"], None),
+        ("the cafe", ["café"], None),
+        ("cafe\u0301 noir", ["café"], "café"),  # decomposed é
+        ("ＫＲＡＫＥＮ", ["kraken"], "kraken"),  # full-width letters
+        ("kra\u200bken", ["kraken"], "kraken"),  # zero-width space slipped inside
+        ("STRASSE", ["straße"], "strasse"),
+        ("I write C++.", ["c++"], "c++"),
+        ("abc++ code", ["c++"], None),
+        ("a red panda", ["red", "red panda"], "red panda"),  # the longer entry where both start
+        ("panda and kraken", ["kraken", "panda"], "panda"),  # the earliest in the prompt
+        ("nothing here", [], None),
+        ("nothing here", ["kraken"], None),
+    ],
+)
+def test_find_blocked_matches_whole_words_in_any_case(prompt: str, blocked: list[str], found: str | None) -> None:
+    assert find_blocked(prompt, blocked) == found
+    assert BlockList(blocked).find(prompt) == found
+
+
+def test_block_list_normalizes_and_deduplicates_its_entries() -> None:
+    block_list = BlockList(["Kraken", " kraken ", "", "Red   Panda"])
+    assert block_list.entries == ("kraken", "red panda")
+    assert len(block_list) == 2
+    assert len(BlockList([])) == 0
+
+
+def test_find_blocked_accepts_any_iterable_and_repeated_calls() -> None:
+    words = ("kraken", "red panda")
+    assert find_blocked("A Kraken", iter(words)) == "kraken"
+    assert all(find_blocked("A Kraken", words) == "kraken" for _ in range(3))
+
+
+def is_word_char(char: str) -> bool:
+    return char.isalnum() or char == "_"
+
+
+def occurs_as_whole_word(prompt: str, word: str) -> bool:
+    """Independent oracle: ``word`` at a position where neither neighbour is a letter, digit or underscore."""
+    haystack, needle = prompt.casefold(), word.casefold()
+    start = haystack.find(needle)
+    while start != -1:
+        end = start + len(needle)
+        before_ok = start == 0 or not is_word_char(haystack[start - 1])
+        after_ok = end == len(haystack) or not is_word_char(haystack[end])
+        if before_ok and after_ok:
+            return True
+        start = haystack.find(needle, start + 1)
+    return False
+
+
+# Letters whose case folding keeps their length, so the oracle's positions stay simple.
+words = st.text(alphabet="abcdeéABCDEÉ", min_size=1, max_size=6)
+prompts = st.text(alphabet="abcdeéABCDEÉ0_ .,!?'-\n", max_size=40)
+
+
+@settings(max_examples=400)
+@given(words, prompts)
+def test_find_blocked_agrees_with_a_whole_word_oracle(word: str, prompt: str) -> None:
+    expected = word.casefold() if occurs_as_whole_word(prompt, word) else None
+    assert find_blocked(prompt, [word]) == expected
+
+
+@settings(max_examples=200)
+@given(words, prompts, prompts, st.sampled_from([" ", "!", ", ", "\n", "'s "]))
+def test_a_blocked_word_between_separators_is_always_found(word: str, before: str, after: str, sep: str) -> None:
+    prompt = f"{before} {word.swapcase()}{sep}{after}"
+    assert find_blocked(prompt, [word]) == word.casefold()
+
+
+@settings(max_examples=200)
+@given(words, st.text(alphabet="abcdeé0_", min_size=1, max_size=3))
+def test_a_blocked_word_glued_to_other_letters_is_not_found(word: str, glue: str) -> None:
+    assert find_blocked(f"x {word}{glue} y", [word]) is None
+    assert find_blocked(f"x {glue}{word} y", [word]) is None

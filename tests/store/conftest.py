@@ -1,0 +1,111 @@
+"""A fresh store per test on every backend: SQLite always, PostgreSQL when TEST_DATABASE_URL is set."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from imaginebot.store import NewJob, PostgresStore, SqliteStore, Store
+
+HOW_TO_ENABLE_POSTGRES = "set TEST_DATABASE_URL=postgresql://... (see .ci/start-postgres.sh)"
+
+# A Wednesday, well inside its day, week and month.
+NOW = datetime(2026, 3, 11, 12, 0, tzinfo=UTC)
+
+GUILD = 1_000_000_000_000_001
+OTHER_GUILD = 1_000_000_000_000_002
+USER = 2_000_000_000_000_001
+OTHER_USER = 2_000_000_000_000_002
+MOD = 3_000_000_000_000_001
+
+
+def postgres_url() -> str:
+    """TEST_DATABASE_URL, or skip the test (fail it under CI, which must run the PostgreSQL variants)."""
+    url = os.environ.get("TEST_DATABASE_URL", "").strip()
+    if url:
+        return url
+    if os.environ.get("CI", "").strip().lower() == "true":
+        pytest.fail(f"CI must run the PostgreSQL store tests: {HOW_TO_ENABLE_POSTGRES}", pytrace=False)
+    pytest.skip(f"PostgreSQL store tests skipped: {HOW_TO_ENABLE_POSTGRES}")
+
+
+class StoreFactory:
+    """Makes stores on one fresh database (a SQLite file, or a PostgreSQL schema) and closes them at the end."""
+
+    def __init__(self, backend: str, make: Callable[[int], Store]) -> None:
+        self.backend = backend
+        self._make = make
+        self.made: list[Store] = []
+
+    def __call__(self, *, pool_size: int = 4) -> Store:
+        """A new, unopened store on this test's database. ``pool_size`` only matters for PostgreSQL."""
+        store = self._make(pool_size)
+        self.made.append(store)
+        return store
+
+    async def close_all(self) -> None:
+        for store in self.made:
+            await store.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
+    if request.param == "sqlite":
+        path = tmp_path / "store.db"
+        factory = StoreFactory("sqlite", lambda _pool_size: SqliteStore(path))
+        yield factory
+        await factory.close_all()
+        return
+
+    url = postgres_url()
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(url)
+    try:
+        await admin.execute(f'CREATE SCHEMA "{schema}"')
+        factory = StoreFactory(
+            "postgres", lambda pool_size: PostgresStore(url, schema=schema, min_size=1, max_size=pool_size)
+        )
+        yield factory
+        await factory.close_all()
+        await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def store(store_factory: StoreFactory) -> Store:
+    """An opened store on a fresh database."""
+    store = store_factory()
+    await store.open()
+    return store
+
+
+@pytest.fixture
+def new_job() -> Callable[..., NewJob]:
+    """Builds a generation request; keyword arguments override the defaults."""
+    counter = iter(range(10_000_000_000_000_000, 20_000_000_000_000_000))
+
+    def build(**overrides: Any) -> NewJob:
+        interaction_id = next(counter)
+        values: dict[str, Any] = {
+            "guild_id": GUILD,
+            "channel_id": 4_000_000_000_000_001,
+            "user_id": USER,
+            "application_id": 5_000_000_000_000_001,
+            "interaction_id": interaction_id,
+            "interaction_token": f"token-{interaction_id}",
+            "token_expires_at": NOW + timedelta(minutes=15),
+            "options": {"prompt": "a red fox", "size": "1024x1024", "quality": "medium", "count": 1},
+            "cost": 100,
+        }
+        values.update(overrides)
+        return NewJob(**values)
+
+    return build

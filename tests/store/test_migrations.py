@@ -1,0 +1,100 @@
+"""Migrations apply once, on a fresh database and on every later start; opening and closing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import aiosqlite
+import asyncpg
+import pytest
+
+from imaginebot.store import NewJob, PostgresStore, Reserved, SqliteStore, Store, open_store
+from imaginebot.store.sql import load_migrations
+from imaginebot.store.sqlite import split_statements
+from tests.store.conftest import NOW, StoreFactory, postgres_url
+
+
+def test_migrations_are_numbered_from_one_without_gaps() -> None:
+    versions = [migration.version for migration in load_migrations()]
+    assert versions == list(range(1, len(versions) + 1))
+    assert load_migrations()[0].name == "0001_initial"
+
+
+async def test_reopening_applies_nothing_twice_and_keeps_the_data(
+    store_factory: StoreFactory, new_job: Callable[..., NewJob]
+) -> None:
+    first = store_factory()
+    await first.open()
+    await first.open()  # a second open is a no-op
+    result = await first.reserve(new_job(cost=123), [], now=NOW)
+    assert isinstance(result, Reserved)
+    await first.close()
+    await first.close()
+
+    second = store_factory()
+    await second.open()
+    assert await second.get_job(result.job.id) == result.job
+    assert await schema_migrations(store_factory, second) == [(m.version, m.name) for m in load_migrations()]
+
+
+async def test_two_stores_opening_a_fresh_database_at_once_migrate_it_once(store_factory: StoreFactory) -> None:
+    one, two = store_factory(), store_factory()
+    await asyncio.gather(one.open(), two.open())
+    await one.set_state("k", "v")
+    assert await two.get_state("k") == "v"
+    assert len(await schema_migrations(store_factory, one)) == len(load_migrations())
+
+
+async def schema_migrations(factory: StoreFactory, store: Store) -> list[tuple[int, str]]:
+    """The rows of schema_migrations, read around the store so the test does not trust its own code."""
+    query = "SELECT version, name FROM schema_migrations ORDER BY version"
+    if factory.backend == "sqlite":
+        assert isinstance(store, SqliteStore)
+        async with aiosqlite.connect(store.path) as db:
+            return [(int(v), n) for v, n in await db.execute_fetchall(query)]
+    assert isinstance(store, PostgresStore) and store.schema is not None
+    conn = await asyncpg.connect(postgres_url(), server_settings={"search_path": store.schema})
+    try:
+        return [(int(r["version"]), r["name"]) for r in await conn.fetch(query)]
+    finally:
+        await conn.close()
+
+
+async def test_a_store_that_is_not_open_says_so(store_factory: StoreFactory) -> None:
+    store = store_factory()
+    with pytest.raises(RuntimeError, match="not open"):
+        await store.get_state("x")
+
+
+async def test_async_with_opens_and_closes(store_factory: StoreFactory) -> None:
+    async with store_factory() as store:
+        await store.set_state("k", "v")
+        assert await store.get_state("k") == "v"
+    with pytest.raises(RuntimeError, match="not open"):
+        await store.get_state("k")
+
+
+async def test_open_store_creates_the_sqlite_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = open_store("sqlite:///data/nested/imagine.db")
+    assert isinstance(store, SqliteStore)
+    assert store.path == tmp_path / "data" / "nested" / "imagine.db"
+    async with store:
+        await store.set_state("k", "v")
+    assert (tmp_path / "data" / "nested" / "imagine.db").is_file()
+    async with aiosqlite.connect(store.path) as db:
+        [(mode,)] = await db.execute_fetchall("PRAGMA journal_mode")
+    assert mode == "wal"
+
+
+def test_split_statements_keeps_semicolons_inside_literals_and_ignores_comments() -> None:
+    script = "-- a comment; with a semicolon\nCREATE TABLE t (x TEXT DEFAULT ';');\nINSERT INTO t VALUES ('a;\nb');\n"
+    assert split_statements(script) == [
+        "-- a comment; with a semicolon\nCREATE TABLE t (x TEXT DEFAULT ';');",
+        "INSERT INTO t VALUES ('a;\nb');",
+    ]
+    assert split_statements("-- only a comment\n") == []
+    with pytest.raises(ValueError, match="unterminated"):
+        split_statements("CREATE TABLE t (x TEXT)\n")
