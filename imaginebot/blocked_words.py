@@ -34,7 +34,9 @@ class WordListError(ValueError):
 def normalize_text(text: str) -> str:
     """Fold ``text`` for comparison: compatibility forms (full-width letters), letter case, invisible characters."""
     text = _INVISIBLE.sub("", text)
-    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+    # Case folding turns the capital dotted İ into "i" plus a combining dot; drop the dot so İstanbul is istanbul.
+    return folded.replace("i\u0307", "i")
 
 
 def _normalize_entry(entry: str) -> str:

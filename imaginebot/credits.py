@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
+from typing import cast
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +106,8 @@ def parse_credits(value: str | int | float | Decimal) -> int:
     if number > MAX_CREDITS:
         raise CreditsFormatError(f"That is too many credits; the most that can be set is {MAX_CREDITS:,}.")
     # Read the digits directly: Decimal arithmetic rounds to 28 digits, which could hide a third decimal.
-    _, digits, exponent = number.as_tuple()
-    assert isinstance(exponent, int)  # finite, checked above
+    _, digits, exponent_or_flag = number.as_tuple()
+    exponent = cast(int, exponent_or_flag)  # an int for every finite number
     coefficient = int("".join(map(str, digits)))
     while exponent < -2 and coefficient and coefficient % 10 == 0:
         coefficient //= 10

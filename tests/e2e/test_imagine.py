@@ -53,9 +53,8 @@ async def test_four_images_are_all_fetched_the_right_way(world: World) -> None:
     images = [decode(a.data) for m in interaction.messages for a in m.attachments]
     assert [image.size for image in images] == [(1024, 1024)] * 4
     assert len({image.tobytes()[:4096] for image in images}) == 4  # four distinct images, none repeated
-    presigned = [path for path in world.onemin.downloads if "/s3/" in path]
-    assets = [path for path in world.onemin.downloads if "/s3/" not in path]
-    assert len(presigned) == 1 and len(assets) == 3
+    routes = [route for route, _path, status in world.onemin.download_routes if status == 200]
+    assert sorted(routes) == ["asset", "asset", "asset", "presigned"]
 
 
 async def test_longest_prompt_is_sent_whole_and_pings_nobody(world: World) -> None:
@@ -126,6 +125,8 @@ async def test_wrong_api_key_tells_the_member_to_tell_the_operator(world: World)
     assert "API key was refused" in text and "operator" in text
     assert "wrong-key-also-secret" not in text and "wrong-key-also-secret" not in world.bot.log()
     assert "10 credits left" in await world.quota_me()
+    assert world.onemin.rejected == ["missing or wrong API-KEY header"]
+    world.onemin.rejected.clear()
 
 
 async def test_rate_limit_delays_the_job_instead_of_failing_it(world: World) -> None:

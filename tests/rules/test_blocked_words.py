@@ -52,6 +52,7 @@ def test_parse_word_list_refuses_an_overlong_entry() -> None:
         ("ＫＲＡＫＥＮ", ["kraken"], "kraken"),  # full-width letters
         ("kra\u200bken", ["kraken"], "kraken"),  # zero-width space slipped inside
         ("STRASSE", ["straße"], "strasse"),
+        ("İSTANBUL at night", ["istanbul"], "istanbul"),
         ("I write C++.", ["c++"], "c++"),
         ("abc++ code", ["c++"], None),
         ("a red panda", ["red", "red panda"], "red panda"),  # the longer entry where both start
