@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -163,6 +164,21 @@ def point_discord_at(settings: Settings) -> None:
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
 
 
+async def run(bot: ImagineBot, token: str) -> None:
+    """Run until SIGTERM (docker stop) or SIGINT (Ctrl+C), then close cleanly."""
+    loop = asyncio.get_running_loop()
+    stopping: set[asyncio.Task[None]] = set()
+
+    def stop() -> None:
+        log.info("stopping: jobs in flight will be settled at the next start")
+        stopping.add(loop.create_task(bot.close()))
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop)
+    async with bot:
+        await bot.start(token)
+
+
 def main() -> int:
     """Run the bot until it is stopped; a bad setting stops it at once with the variable's name."""
     load_dotenv(Path.cwd() / ".env", override=False)
@@ -173,11 +189,8 @@ def main() -> int:
         return 2
     setup_logging(settings)
     point_discord_at(settings)
-    bot = ImagineBot(settings)
     try:
-        asyncio.run(bot.start(settings.discord_token))
-    except KeyboardInterrupt:
-        pass
+        asyncio.run(run(ImagineBot(settings), settings.discord_token))
     except discord.LoginFailure:
         log.error("Discord refused the bot token (DISCORD_TOKEN); check it in the developer portal")
         return 1

@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Protocol
 
 from imaginebot.credits import QualityWeights, request_cost
-from imaginebot.delivery import DeliverableImage, SourceImage, fit_for_upload, plan_messages
+from imaginebot.delivery import (
+    REQUEST_JSON_SLACK,
+    REQUEST_SIZE_LIMIT,
+    DeliverableImage,
+    SourceImage,
+    fit_for_upload,
+    plan_messages,
+)
 from imaginebot.generator import DownloadedImage, GenerationResult, GeneratorClient, GeneratorError, RateLimited
 from imaginebot.options import ImagineOptions
 from imaginebot.policy import Policy
@@ -27,6 +34,8 @@ log = logging.getLogger(__name__)
 BACKOFF_START = 5.0
 BACKOFF_CAP = 120.0
 MAX_RATE_LIMITED_TRIES = 12
+# Discord's documented upload limit for a server without boosts, used when an interaction does not say.
+DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
 # How often queued jobs' positions are recomputed and pushed out, at most.
 POSITION_REFRESH_SECONDS = 2.0
 
@@ -250,7 +259,7 @@ class JobService:
             ]
             fitted = await fit_for_upload(
                 sources,
-                file_limit=int(job.options.get("attachment_size_limit") or 10 * 1024 * 1024),
+                file_limit=upload_limit(job),
                 workdir=workdir,
                 preferred_format=options.output_format,
             )
@@ -357,6 +366,12 @@ class JobService:
             task = asyncio.get_running_loop().create_task(self._notify(events.on_queued(job, position), job))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+
+
+def upload_limit(job: Job) -> int:
+    """The largest file the job's images may be: the server's upload limit, but never more than one request holds."""
+    server_limit = int(job.options.get("attachment_size_limit") or DEFAULT_ATTACHMENT_LIMIT)
+    return min(server_limit, REQUEST_SIZE_LIMIT - REQUEST_JSON_SLACK - 1024)
 
 
 def _remove_files(workdir: Path, downloads: list[Path | None]) -> None:

@@ -9,7 +9,7 @@ import discord
 
 from cogs.imagine import _render
 from cogs.members import role_ids
-from imaginebot.jobs import JobRequest, OverQuota
+from imaginebot.jobs import DEFAULT_ATTACHMENT_LIMIT, JobRequest, OverQuota
 from imaginebot.options import ImagineOptions, OptionError, ServerDefaults, check_not_blocked, resolve_options
 from imaginebot.store import GuildSettings
 
@@ -17,8 +17,6 @@ if TYPE_CHECKING:
     from bot import ImagineBot
 
 log = logging.getLogger(__name__)
-
-DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
 
 
 def server_defaults(settings: GuildSettings) -> ServerDefaults:

@@ -46,7 +46,7 @@ class BotProcess:
     async def stop(self) -> None:
         """A polite stop, then a kill if it lingers."""
         if self.process and self.process.returncode is None:
-            self.process.send_signal(signal.SIGINT)
+            self.process.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(self.process.wait(), 10)
             except TimeoutError:
