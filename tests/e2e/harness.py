@@ -149,6 +149,7 @@ def content_of(interaction: FakeInteraction) -> str:
             parts.append(embed.get("title") or "")
             parts.append(embed.get("description") or "")
             parts.extend(f"{field['name']}: {field['value']}" for field in embed.get("fields", []))
+            parts.append((embed.get("footer") or {}).get("text") or "")
     return "\n".join(parts)
 
 

@@ -1,0 +1,108 @@
+"""Command definitions as Discord sees them: servers only, limits declared, and global syncs only on change."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.harness import World, content_of, has_attachments
+from tests.fakes.discord import InvalidCommandInput
+
+GUILD_CONTEXT = 0
+GUILD_INSTALL = 0
+
+
+def option(command: dict, name: str) -> dict:
+    return next(o for o in command["options"] if o["name"] == name)
+
+
+async def test_global_sync_happens_once_and_not_again_on_an_unchanged_restart(world: World) -> None:
+    await world.start_bot(DISCORD_GUILD_ID="")
+    assert world.discord.command_puts[None] == 1
+    commands = world.discord.commands[None]
+    assert set(commands) == {"imagine", "quota", "settings"}
+    for command in commands.values():
+        assert command.get("contexts") == [GUILD_CONTEXT], command["name"]
+        assert command.get("integration_types") == [GUILD_INSTALL], command["name"]
+    # /quota me is for everyone, so neither group may carry default_member_permissions (checked by the bot).
+    assert commands["quota"].get("default_member_permissions") is None
+    assert commands["settings"].get("default_member_permissions") is None
+    subcommands = {o["name"] for o in commands["quota"]["options"]}
+    assert subcommands == {
+        "me",
+        "set",
+        "set-role",
+        "set-default",
+        "exempt",
+        "budget",
+        "budget-clear",
+        "clear",
+        "reset",
+        "view",
+        "report",
+    }
+    assert {o["name"] for o in commands["settings"]["options"]} == {
+        "show",
+        "defaults",
+        "max-count",
+        "mod-role",
+        "block",
+        "unblock",
+        "log-channel",
+    }
+
+    await world.restart_bot(crash=False)
+    interaction = await world.imagine(prompt="after a restart")
+    await interaction.wait_for(has_attachments(1), timeout=30)
+    assert world.discord.command_puts[None] == 1, "a restart with unchanged commands must not sync again"
+
+
+async def test_imagine_declares_its_limits_so_discord_helps_the_member(world: World) -> None:
+    await world.start_bot()
+    imagine = world.discord.commands[world.guild.id]["imagine"]
+    prompt = option(imagine, "prompt")
+    assert prompt["required"] and prompt["max_length"] == 4000
+    assert option(imagine, "size").get("autocomplete") is True
+    assert {c["value"] for c in option(imagine, "quality")["choices"]} == {"low", "medium", "high"}
+    assert (option(imagine, "count")["min_value"], option(imagine, "count")["max_value"]) == (1, 10)
+    assert {c["value"] for c in option(imagine, "background")["choices"]} == {"auto", "opaque"}
+    assert {c["value"] for c in option(imagine, "format")["choices"]} == {"png", "jpeg", "webp"}
+    compression = option(imagine, "compression")
+    assert (compression["min_value"], compression["max_value"]) == (0, 100)
+
+    for bad in (
+        {"prompt": "x" * 4001},
+        {"prompt": "x", "count": 11},
+        {"prompt": "x", "quality": "ultra"},
+        {"prompt": "x", "compression": 101},
+        {"prompt": "x", "format": "gif"},
+    ):
+        with pytest.raises(InvalidCommandInput):
+            await world.imagine(**bad)
+    assert world.onemin.requests == []
+
+
+async def test_size_autocomplete_suggests_valid_sizes_with_their_ratio(world: World) -> None:
+    await world.start_bot()
+    choices = await world.discord.autocomplete(
+        world.member, world.channel, "imagine", focused="size", options={"prompt": "x", "size": "1536x"}
+    )
+    assert choices and all(c["value"].startswith("1536x") for c in choices)
+    assert any(":" in c["name"] for c in choices)
+    empty = await world.discord.autocomplete(
+        world.member, world.channel, "imagine", focused="size", options={"prompt": "x", "size": ""}
+    )
+    assert any(c["value"] == "3840x2160" for c in empty)
+
+
+async def test_large_images_that_each_fit_are_split_across_messages_under_the_request_cap(world: World) -> None:
+    world.guild.attachment_size_limit = 50 * 1024 * 1024  # a boosted server: each file fits on its own
+    world.onemin.noisy = True  # a noisy 2048x2048 PNG is about 12 MB: four do not fit one 25 MiB request
+    await world.start_bot()
+    interaction = await world.imagine(prompt="four heavy images", size="2048x2048", count=4, quality="low")
+    await interaction.wait_for(has_attachments(4), timeout=90)
+    messages = [m for m in interaction.messages if m.attachments]
+    assert len(messages) >= 2
+    for message in messages:
+        assert sum(a.size for a in message.attachments) < 25 * 1024 * 1024
+    assert "Part 1 of" in content_of(interaction)
+    assert not [e for e in world.discord.protocol_errors if e.startswith("40005")]
