@@ -177,6 +177,8 @@ async def run(bot: ImagineBot, token: str) -> None:
         loop.add_signal_handler(signum, stop)
     async with bot:
         await bot.start(token)
+        # start() returns once discord.py marks the client closed, before close() has finished with the store.
+        await asyncio.gather(*stopping)
 
 
 def main() -> int:

@@ -12,15 +12,22 @@ if TYPE_CHECKING:
 
 
 def role_ids(user: discord.abc.User) -> tuple[int, ...]:
-    """The role ids Discord sent with the interaction's member (empty outside a server)."""
+    """The member's role ids as Discord sent them with the interaction, @everyone included (empty outside a server)."""
     if not isinstance(user, discord.Member):
         return ()
     # The interaction carries the member's role ids even when the guild's roles are not cached;
     # Member.roles would silently drop the ones it cannot look up.
     raw = getattr(user, "_roles", None)
-    if raw is not None:
-        return tuple(int(role_id) for role_id in raw)
-    return tuple(role.id for role in user.roles)
+    held = [int(role_id) for role_id in raw] if raw is not None else [role.id for role in user.roles]
+    # Discord never lists @everyone (its id is the server's), yet every member holds it: without it a limit,
+    # exemption or moderator role set on @everyone would silently apply to nobody.
+    everyone = user.guild.id
+    return (*held, everyone) if everyone not in held else tuple(held)
+
+
+def role_mention(role_id: int, guild_id: int) -> str:
+    """How to name a role in a message: its mention, or @everyone (whose mention ``<@&guild id>`` renders badly)."""
+    return "@everyone" if role_id == guild_id else f"<@&{role_id}>"
 
 
 async def is_moderator(interaction: discord.Interaction[ImagineBot]) -> bool:
@@ -28,7 +35,8 @@ async def is_moderator(interaction: discord.Interaction[ImagineBot]) -> bool:
     user = interaction.user
     if interaction.guild_id is None or not isinstance(user, discord.Member):
         return False
-    if user.guild_permissions.manage_guild:
+    # Discord computes the invoker's permissions into the interaction; guild_permissions needs the role cache.
+    if interaction.permissions.manage_guild or user.guild_permissions.manage_guild:
         return True
     settings = await interaction.client.policy.settings(interaction.guild_id)
     return settings.mod_role_id is not None and settings.mod_role_id in role_ids(user)

@@ -12,7 +12,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.members import moderators_only, role_ids
+from cogs.members import moderators_only, role_ids, role_mention
 from imaginebot.credits import CreditsFormatError, format_credits, parse_credits
 from imaginebot.limits import Limit, ResolvedLimit
 from imaginebot.periods import Period, discord_timestamp, period_bounds
@@ -37,14 +37,15 @@ def limit_text(limit: Limit) -> str:
     return f"{credits_text(limit.credits)} per {limit.period}"
 
 
-def source_text(resolved: ResolvedLimit) -> str:
+def source_text(resolved: ResolvedLimit, guild_id: int) -> str:
     """Where a member's limit comes from, in words."""
+    role = role_mention(resolved.role_id or 0, guild_id)
     if resolved.source == "exempt":
-        return f"unlimited: exempt through the role <@&{resolved.role_id}>"
+        return f"unlimited: exempt through the role {role}"
     if resolved.source == "member":
         return "set for this member"
     if resolved.source == "role":
-        return f"from the role <@&{resolved.role_id}> (the most generous of the member's roles)"
+        return f"from the role {role} (the most generous of the member's roles)"
     if resolved.source == "server":
         return "this server's default"
     return "the bot's default"
@@ -76,13 +77,14 @@ class Quota(commands.GroupCog, group_name="quota"):
     async def _standing(self, guild_id: int, member: discord.Member) -> str:
         resolved = await self.bot.policy.resolve(guild_id, member.id, role_ids(member))
         if resolved.limit is None:
-            return f"{member.mention}: **unlimited** ({source_text(resolved)})."
+            return f"{member.mention}: **unlimited** ({source_text(resolved, guild_id)})."
         limit = resolved.limit
         used = await self.bot.store.usage(guild_id=guild_id, user_id=member.id, period=limit.period)
         left = max(0, limit.credits - used)
         _, resets = period_bounds(limit.period, datetime.now(UTC))
+        source = source_text(resolved, guild_id)
         return (
-            f"{member.mention}: **{credits_text(left)} left** of {limit_text(limit)} ({source_text(resolved)}).\n"
+            f"{member.mention}: **{credits_text(left)} left** of {limit_text(limit)} ({source}).\n"
             f"Used this {limit.period}: {credits_text(used)}. Resets {discord_timestamp(resets)}."
         )
 
@@ -144,7 +146,7 @@ class Quota(commands.GroupCog, group_name="quota"):
         assert interaction.guild_id is not None
         limit = Limit(amount, period)
         await self.bot.store.update_guild_settings(
-            interaction.guild_id, actor_id=interaction.user.id, action="quota set-default", default_limit=limit
+            interaction.guild_id, actor_id=interaction.user.id, action="default_limit.set", default_limit=limit
         )
         self.bot.policy.forget(interaction.guild_id)
         await say(interaction, f"This server's default is now {limit_text(limit)}.")
@@ -174,7 +176,7 @@ class Quota(commands.GroupCog, group_name="quota"):
         assert interaction.guild_id is not None
         limit = Limit(amount, period)
         await self.bot.store.update_guild_settings(
-            interaction.guild_id, actor_id=interaction.user.id, action="quota budget", budget=limit
+            interaction.guild_id, actor_id=interaction.user.id, action="budget.set", budget=limit
         )
         self.bot.policy.forget(interaction.guild_id)
         await say(interaction, f"This server's budget is now {limit_text(limit)}.")
@@ -185,7 +187,7 @@ class Quota(commands.GroupCog, group_name="quota"):
         """Remove this server's budget (moderators)."""
         assert interaction.guild_id is not None
         await self.bot.store.update_guild_settings(
-            interaction.guild_id, actor_id=interaction.user.id, action="quota budget-clear", budget=None
+            interaction.guild_id, actor_id=interaction.user.id, action="budget.clear", budget=None
         )
         self.bot.policy.forget(interaction.guild_id)
         await say(interaction, "This server no longer has a budget (member limits still apply).")

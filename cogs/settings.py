@@ -9,9 +9,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.members import moderators_only
+from cogs.members import moderators_only, role_mention
 from cogs.quota import limit_text
-from imaginebot.blocked_words import parse_word_list
+from imaginebot.blocked_words import WordListError, parse_word_list
 from imaginebot.options import MAX_COUNT
 from imaginebot.sizes import SizeError, check_size
 
@@ -51,13 +51,15 @@ class Settings(commands.GroupCog, group_name="settings"):
     async def show(self, interaction: Interaction) -> None:
         """Show this server's settings."""
         assert interaction.guild_id is not None
-        s = await self.bot.policy.settings(interaction.guild_id)
+        guild_id = interaction.guild_id
+        s = await self.bot.policy.settings(guild_id)
+        mod_role = role_mention(s.mod_role_id, guild_id) if s.mod_role_id else "none (Manage Server only)"
         lines = [
             "**/imagine defaults**: "
             f"size {s.default_size or '1024x1024'}, quality {s.default_quality or 'medium'}, "
             f"count {s.default_count or 1}, format {s.default_format or 'png'}",
             f"**Most images per request**: {s.max_count or MAX_COUNT}",
-            f"**Moderator role**: {f'<@&{s.mod_role_id}>' if s.mod_role_id else 'none (Manage Server only)'}",
+            f"**Moderator role**: {mod_role}",
             f"**Log channel**: {f'<#{s.log_channel_id}>' if s.log_channel_id else 'off'}",
             f"**Blocked words**: {len(s.blocked_words)} (listed only here, for moderators)",
             f"**Default member limit**: {limit_text(s.default_limit or self.bot.policy.bot_default)}"
@@ -67,10 +69,13 @@ class Settings(commands.GroupCog, group_name="settings"):
         if s.role_limits:
             lines.append(
                 "**Role limits**: "
-                + ", ".join(f"<@&{role_id}> {limit_text(limit)}" for role_id, limit in s.role_limits.items())
+                + ", ".join(
+                    f"{role_mention(role_id, guild_id)} {limit_text(limit)}" for role_id, limit in s.role_limits.items()
+                )
             )
         if s.exempt_role_ids:
-            lines.append("**Exempt roles**: " + ", ".join(f"<@&{role_id}>" for role_id in sorted(s.exempt_role_ids)))
+            exempt = ", ".join(role_mention(role_id, guild_id) for role_id in sorted(s.exempt_role_ids))
+            lines.append(f"**Exempt roles**: {exempt}")
         if s.blocked_words:
             words = ", ".join(f"`{word}`" for word in s.blocked_words)
             lines.append(f"-# Blocked: {words[:900]}{' …' if len(words) > 900 else ''}")
@@ -111,7 +116,7 @@ class Settings(commands.GroupCog, group_name="settings"):
         if not changes:
             await say(interaction, "Give at least one of size, quality, count or format.")
             return
-        await self._update(interaction, "settings defaults", **changes)
+        await self._update(interaction, "settings.defaults", **changes)
         summary = ", ".join(f"{key.removeprefix('default_')} {value}" for key, value in changes.items())
         await say(interaction, f"New /imagine defaults: {summary}.")
 
@@ -120,7 +125,7 @@ class Settings(commands.GroupCog, group_name="settings"):
     @app_commands.describe(count="The most images one request may ask for")
     async def max_count(self, interaction: Interaction, count: app_commands.Range[int, 1, 10]) -> None:
         """Limit how many images one request may ask for."""
-        await self._update(interaction, "settings max-count", max_count=count)
+        await self._update(interaction, "settings.max_count", max_count=count)
         await say(interaction, f"Requests may now ask for at most {count} image{'s' if count != 1 else ''}.")
 
     @app_commands.command(name="mod-role")
@@ -128,7 +133,7 @@ class Settings(commands.GroupCog, group_name="settings"):
     @app_commands.describe(role="Members with this role may use moderator commands; leave empty for none")
     async def mod_role(self, interaction: Interaction, role: discord.Role | None = None) -> None:
         """Name the role whose members count as moderators (or none)."""
-        await self._update(interaction, "settings mod-role", mod_role_id=role.id if role else None)
+        await self._update(interaction, "settings.mod_role", mod_role_id=role.id if role else None)
         if role is None:
             await say(interaction, "No moderator role: only members with Manage Server are moderators.")
         else:
@@ -140,7 +145,11 @@ class Settings(commands.GroupCog, group_name="settings"):
     async def block(self, interaction: Interaction, words: app_commands.Range[str, 1, 1000]) -> None:
         """Refuse prompts containing these words or phrases."""
         assert interaction.guild_id is not None
-        new = parse_word_list(words)
+        try:
+            new = parse_word_list(words)
+        except WordListError as error:
+            await say(interaction, error.message)
+            return
         if not new:
             await say(interaction, "Give one or more words or phrases, separated by commas.")
             return
@@ -149,7 +158,7 @@ class Settings(commands.GroupCog, group_name="settings"):
         if len(merged) > MAX_BLOCKED_ENTRIES:
             await say(interaction, f"A server may block at most {MAX_BLOCKED_ENTRIES} words or phrases.")
             return
-        await self._update(interaction, "settings block", blocked_words=merged)
+        await self._update(interaction, "settings.block", blocked_words=merged)
         added = len(merged) - len(current)
         await say(interaction, f"Blocked {added} new word(s) or phrase(s); {len(merged)} in all.")
 
@@ -159,10 +168,14 @@ class Settings(commands.GroupCog, group_name="settings"):
     async def unblock(self, interaction: Interaction, words: app_commands.Range[str, 1, 1000]) -> None:
         """Allow these words or phrases again."""
         assert interaction.guild_id is not None
-        remove = set(parse_word_list(words))
+        try:
+            remove = set(parse_word_list(words))
+        except WordListError as error:
+            await say(interaction, error.message)
+            return
         current = (await self.bot.policy.settings(interaction.guild_id)).blocked_words
         kept = tuple(word for word in current if word not in remove)
-        await self._update(interaction, "settings unblock", blocked_words=kept)
+        await self._update(interaction, "settings.unblock", blocked_words=kept)
         await say(interaction, f"Unblocked {len(current) - len(kept)}; {len(kept)} still blocked.")
 
     @app_commands.command(name="log-channel")
@@ -170,8 +183,16 @@ class Settings(commands.GroupCog, group_name="settings"):
     @app_commands.describe(channel="Where every delivered generation is also logged; leave empty to turn off")
     async def log_channel(self, interaction: Interaction, channel: discord.TextChannel | None = None) -> None:
         """Log every delivered generation (requester, prompt, link) in a channel, or turn the log off."""
-        await self._update(interaction, "settings log-channel", log_channel_id=channel.id if channel else None)
-        await say(interaction, f"Generations are now logged in {channel.mention}." if channel else "Log channel off.")
+        await self._update(interaction, "settings.log_channel", log_channel_id=channel.id if channel else None)
+        if channel is None:
+            await say(interaction, "Log channel off.")
+            return
+        text = f"Generations are now logged in {channel.mention}."
+        me = channel.guild.me
+        if me is not None and not channel.permissions_for(me).send_messages:
+            # Saved anyway: a moderator may fix the channel's permissions next.
+            text += " I cannot post there yet: give me View Channel and Send Messages in it."
+        await say(interaction, text)
 
 
 async def setup(bot: ImagineBot) -> None:
