@@ -56,12 +56,13 @@ async def say(interaction: Interaction, message: str, **extra: object) -> None:
     await interaction.response.send_message(message, ephemeral=True, allowed_mentions=NO_PINGS, **extra)  # type: ignore[arg-type]
 
 
-def read_credits(value: float) -> int | str:
-    """The moderator's number as hundredths, or the reason it cannot be used."""
+async def limit_from(interaction: Interaction, credits: float, period: Period) -> Limit | None:
+    """The moderator's credits per period as a limit; or an ephemeral explanation and None if the number is bad."""
     try:
-        return parse_credits(value)
+        return Limit(parse_credits(credits), period)
     except CreditsFormatError as error:
-        return error.message
+        await say(interaction, error.message)
+        return None
 
 
 @app_commands.guild_only()
@@ -102,16 +103,13 @@ class Quota(commands.GroupCog, group_name="quota"):
         self, interaction: Interaction, member: discord.Member, credits: CreditsOption, period: PeriodChoice = "day"
     ) -> None:
         """Set a member's own limit (moderators)."""
-        amount = read_credits(credits)
-        if isinstance(amount, str):
-            await say(interaction, amount)
+        limit = await limit_from(interaction, credits, period)
+        if limit is None:
             return
         assert interaction.guild_id is not None
-        await self.bot.store.set_member_limit(
-            interaction.guild_id, member.id, Limit(amount, period), actor_id=interaction.user.id
-        )
+        await self.bot.store.set_member_limit(interaction.guild_id, member.id, limit, actor_id=interaction.user.id)
         self.bot.policy.forget(interaction.guild_id, member.id)
-        await say(interaction, f"{member.mention} may now use {limit_text(Limit(amount, period))}.")
+        await say(interaction, f"{member.mention} may now use {limit_text(limit)}.")
 
     @app_commands.command(name="set-role")
     @moderators_only()
@@ -120,12 +118,10 @@ class Quota(commands.GroupCog, group_name="quota"):
         self, interaction: Interaction, role: discord.Role, credits: CreditsOption, period: PeriodChoice = "day"
     ) -> None:
         """Set the limit for members holding a role (moderators)."""
-        amount = read_credits(credits)
-        if isinstance(amount, str):
-            await say(interaction, amount)
+        limit = await limit_from(interaction, credits, period)
+        if limit is None:
             return
         assert interaction.guild_id is not None
-        limit = Limit(amount, period)
         await self.bot.store.set_role_limit(interaction.guild_id, role.id, limit, actor_id=interaction.user.id)
         self.bot.policy.forget(interaction.guild_id)
         await say(
@@ -139,12 +135,10 @@ class Quota(commands.GroupCog, group_name="quota"):
     @app_commands.describe(credits="Credits per period", period="day, week or month")
     async def set_default(self, interaction: Interaction, credits: CreditsOption, period: PeriodChoice = "day") -> None:
         """Set this server's default limit for members with no other limit (moderators)."""
-        amount = read_credits(credits)
-        if isinstance(amount, str):
-            await say(interaction, amount)
+        limit = await limit_from(interaction, credits, period)
+        if limit is None:
             return
         assert interaction.guild_id is not None
-        limit = Limit(amount, period)
         await self.bot.store.update_guild_settings(
             interaction.guild_id, actor_id=interaction.user.id, action="default_limit.set", default_limit=limit
         )
@@ -169,12 +163,10 @@ class Quota(commands.GroupCog, group_name="quota"):
     @app_commands.describe(credits="Credits per period for the whole server", period="day, week or month")
     async def budget(self, interaction: Interaction, credits: CreditsOption, period: PeriodChoice = "day") -> None:
         """Cap what the whole server may spend per period (moderators)."""
-        amount = read_credits(credits)
-        if isinstance(amount, str):
-            await say(interaction, amount)
+        limit = await limit_from(interaction, credits, period)
+        if limit is None:
             return
         assert interaction.guild_id is not None
-        limit = Limit(amount, period)
         await self.bot.store.update_guild_settings(
             interaction.guild_id, actor_id=interaction.user.id, action="budget.set", budget=limit
         )
