@@ -99,9 +99,11 @@ class JobEvents(Protocol):
     async def on_queued(self, job: Job, position: int) -> None: ...
     async def on_started(self, job: Job) -> None: ...
     async def on_rate_limited(self, job: Job, seconds: float) -> None: ...
+    async def on_resent(self, job: Job) -> None: ...
     async def on_failed(self, job: Job, sentence: str) -> None: ...
     async def on_interrupted(self, job: Job) -> None: ...
     async def deliver(self, job: Job, delivery: Delivery) -> DeliveryReceipt: ...
+    async def on_delivered(self, job: Job, delivery: Delivery, receipt: DeliveryReceipt) -> None: ...
 
 
 def job_options(job: Job) -> ImagineOptions:
@@ -270,14 +272,19 @@ class JobService:
                 reported_credits=result.reported_credits,
             )
             receipt = await events.deliver(job, delivery)
-            await self.store.mark_delivered(
-                job_id,
-                result_channel_id=receipt.channel_id,
-                result_message_id=receipt.message_id,
-                reported_credits=result.reported_credits,
-                generator_record_id=result.record_id,
+            # The member has the images now: record it at once, even if the bot is stopping, so that a restart
+            # does not take the job for an interrupted one and refund it.
+            await asyncio.shield(
+                self.store.mark_delivered(
+                    job_id,
+                    result_channel_id=receipt.channel_id,
+                    result_message_id=receipt.message_id,
+                    reported_credits=result.reported_credits,
+                    generator_record_id=result.record_id,
+                )
             )
             log.info("job %s delivered (%.1f s at the generator)", job_id, result.elapsed)
+            await self._notify(events.on_delivered(job, delivery, receipt), job)
         except GeneratorError as error:
             log.warning("job %s failed at the generator: %s", job_id, error.detail)
             await self._fail(job, error.detail, error.user_message, result)
@@ -314,6 +321,7 @@ class JobService:
                 self.scheduler.pause(wait)
                 await self._notify(self._events().on_rate_limited(job, wait), job)
                 await asyncio.sleep(wait)
+                await self._notify(self._events().on_resent(job), job)
         raise AssertionError("unreachable")
 
     async def _fail(self, job: Job, detail: str, sentence: str | None, result: GenerationResult | None) -> None:

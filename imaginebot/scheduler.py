@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 log = logging.getLogger(__name__)
 
 RunJob = Callable[[int], Awaitable[None]]
+# Turn keys sort members never served (since they last had nothing to do) before members already served.
+NOT_SERVED, SERVED = 0, 1
 
 
 class JobQueue(Protocol):
@@ -27,6 +30,9 @@ class JobQueue(Protocol):
 
 class FairScheduler:
     """Starts queued jobs when there is room, one turn per member with work waiting, whatever the server.
+
+    A turn goes to the waiting member served least recently, so one member's burst never delays another
+    member's first job by more than the jobs already running.
 
     ``run`` is called with a job id once its turn comes; the scheduler counts it in flight until it returns.
     ``on_change`` is called (without arguments) whenever queue positions may have changed.
@@ -44,8 +50,13 @@ class FairScheduler:
         self.max_concurrent = max_concurrent
         self.max_per_member = max_per_member
         self._on_change = on_change
-        # Members with queued work, in the order their next turn comes; a member moves to the back after a turn.
-        self._waiting: OrderedDict[int, deque[int]] = OrderedDict()
+        # Each member's queued jobs, oldest first.
+        self._waiting: dict[int, deque[int]] = {}
+        # Whose turn comes first: members not served yet (in the order they started waiting), then the ones
+        # served longest ago. A member's stamp is kept while they have work queued or in flight, so a member
+        # whose job just started goes behind everyone else waiting, even if their next job was queued first.
+        self._turn_key: dict[int, tuple[int, int]] = {}
+        self._clock = itertools.count()
         self._member_of: dict[int, int] = {}
         self._in_flight: dict[int, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -69,6 +80,7 @@ class FairScheduler:
             return
         self._waiting.setdefault(member_id, deque()).append(job_id)
         self._member_of[job_id] = member_id
+        self._turn_key.setdefault(member_id, (NOT_SERVED, next(self._clock)))
         self._start_what_fits()
         self._changed()
 
@@ -81,6 +93,7 @@ class FairScheduler:
         jobs.remove(job_id)
         if not jobs:
             del self._waiting[member_id]
+            self._forget_idle(member_id)
         self._changed()
         return True
 
@@ -88,7 +101,7 @@ class FairScheduler:
         """Each queued job's position: how many jobs would start before it if nothing else arrived."""
         order: list[int] = []
         round_index = 0
-        members = list(self._waiting.values())
+        members = [self._waiting[member_id] for member_id in self._turn_order()]
         while True:
             emitted = False
             for jobs in members:
@@ -146,20 +159,28 @@ class FairScheduler:
             jobs = self._waiting[member_id]
             job_id = jobs.popleft()
             del self._member_of[job_id]
-            if jobs:
-                self._waiting.move_to_end(member_id)
-            else:
+            if not jobs:
                 del self._waiting[member_id]
+            self._turn_key[member_id] = (SERVED, next(self._clock))
             self._launch(job_id, member_id)
             started = True
         if started:
             self._changed()
 
+    def _turn_order(self) -> list[int]:
+        """Members with queued work, in the order their turns come."""
+        return sorted(self._waiting, key=self._turn_key.__getitem__)
+
     def _next_member(self) -> int | None:
-        for member_id in self._waiting:
+        for member_id in self._turn_order():
             if self._in_flight.get(member_id, 0) < self.max_per_member:
                 return member_id
         return None
+
+    def _forget_idle(self, member_id: int) -> None:
+        """A member with nothing queued or in flight starts afresh next time (and the map stays small)."""
+        if member_id not in self._waiting and member_id not in self._in_flight:
+            self._turn_key.pop(member_id, None)
 
     def _launch(self, job_id: int, member_id: int) -> None:
         self._in_flight[member_id] = self._in_flight.get(member_id, 0) + 1
@@ -183,6 +204,7 @@ class FairScheduler:
             self._in_flight[member_id] = left
         else:
             self._in_flight.pop(member_id, None)
+            self._forget_idle(member_id)
         self._start_what_fits()
 
     def _schedule_wakeup(self, delay: float) -> None:

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from cogs.imagine import _render
-from cogs.imagine._submit import accept, refuse
+from cogs.imagine._submit import accept, options_from_member, refuse
 from cogs.imagine._views import EDIT_MODAL_PREFIX, EDIT_MODAL_PROMPT_ID, EditPromptModal
 from cogs.members import is_moderator
 from imaginebot.jobs import job_options
-from imaginebot.options import OptionError
+from imaginebot.options import ImagineOptions
 from imaginebot.store import Job
 
 if TYPE_CHECKING:
@@ -56,12 +56,31 @@ async def cancel(interaction: Interaction, job_id: int) -> None:
     )
 
 
+async def rerun(interaction: Interaction, options: ImagineOptions, prompt: str | None = None) -> None:
+    """Run saved options again (with another prompt, if given) as a new job charged to this interaction's user.
+
+    The options go through the server's rules as they are now (a lower max count, say), like a new ``/imagine``.
+    """
+    checked = await options_from_member(
+        interaction,
+        prompt=options.prompt if prompt is None else prompt,
+        size=str(options.size),
+        quality=options.quality,
+        count=options.count,
+        background=options.background,
+        output_format=options.output_format,
+        compression=options.compression,
+    )
+    if checked is not None:
+        await accept(interaction, checked)
+
+
 async def reroll(interaction: Interaction, job_id: int) -> None:
     """The same options again, as a new job charged to whoever clicked."""
     job = await _job_here(interaction, job_id)
     if job is None:
         return
-    await accept(interaction, job_options(job))
+    await rerun(interaction, job_options(job))
 
 
 async def open_edit_modal(interaction: Interaction, job_id: int) -> None:
@@ -85,12 +104,7 @@ async def handle_modal(interaction: Interaction) -> bool:
     if job is None:
         return True
     prompt = _modal_value(data, EDIT_MODAL_PROMPT_ID)
-    try:
-        options = job_options(job).with_prompt(prompt or "")
-    except OptionError as error:
-        await refuse(interaction, error.message)
-        return True
-    await accept(interaction, options)
+    await rerun(interaction, job_options(job), prompt or "")
     return True
 
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -27,8 +27,13 @@ log = logging.getLogger(__name__)
 STATUS_EDIT_INTERVAL = 5.0
 # Treat a token as dead a little before Discord does, so a long upload does not start on a dying token.
 TOKEN_MARGIN = timedelta(seconds=30)
+# Room for link lines in one message: a bot's content is capped at 2000 characters, and the channel fallback
+# puts a mention line first.
+LINK_CONTENT_LIMIT = 1900
 # Discord codes meaning the interaction token can no longer be used.
 DEAD_TOKEN_CODES = {10015, 50027, 10062}
+# What a status edit shows ("queued", "generating", ...) and the fields of the edit.
+StatusEdit = tuple[str, dict[str, Any]]
 
 
 def _requester_only(user_id: int) -> discord.AllowedMentions:
@@ -42,6 +47,12 @@ class JobMessenger:
         self.bot = bot
         self._last_edit: dict[int, float] = {}
         self._pending: dict[int, asyncio.TimerHandle] = {}
+        # What each job's status shows now ("queued", "generating", "rate-limited"), to know what a change needs.
+        self._shown: dict[int, str] = {}
+        # Jobs whose token Discord refused: no more status edits are tried on it.
+        self._dead_tokens: set[int] = set()
+        # Status edits in flight; kept so they are not garbage-collected before they finish.
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- helpers ------------------------------------------------------------------------------------------------
 
@@ -51,48 +62,75 @@ class JobMessenger:
 
     @staticmethod
     def token_alive(job: Job) -> bool:
-        """Whether the interaction token should still work."""
+        """Whether the interaction token should still work, by the clock."""
         return datetime.now(UTC) < job.token_expires_at - TOKEN_MARGIN
 
-    async def edit_status(self, job: Job, **fields: Any) -> None:
+    def token_usable(self, job: Job) -> bool:
+        """Whether to try the interaction token: alive by the clock, and Discord has not refused it yet."""
+        return job.id not in self._dead_tokens and self.token_alive(job)
+
+    def _note_refusal(self, job: Job, error: discord.HTTPException) -> None:
+        if _token_dead(error):
+            self._dead_tokens.add(job.id)
+
+    async def edit_status(self, job: Job, *, shows: str | None = None, **fields: Any) -> None:
         """Edit the job's status message (the interaction's original response)."""
         self._cancel_pending(job.id)
         self._last_edit[job.id] = time.monotonic()
+        if shows is not None:
+            self._shown[job.id] = shows
         message_id: Any = job.status_message_id or "@original"
-        await self.webhook(job).edit_message(message_id, allowed_mentions=_render.NO_PINGS, **fields)
+        try:
+            await self.webhook(job).edit_message(message_id, allowed_mentions=_render.NO_PINGS, **fields)
+        except discord.HTTPException as error:
+            self._note_refusal(job, error)
+            raise
 
     def _cancel_pending(self, job_id: int) -> None:
         handle = self._pending.pop(job_id, None)
         if handle is not None:
             handle.cancel()
 
-    def _throttled(self, job: Job, **fields: Any) -> None:
-        """Edit the status now, or once STATUS_EDIT_INTERVAL has passed since the last edit (latest wins)."""
+    def _throttled(self, job: Job, render: Callable[[], StatusEdit | None]) -> None:
+        """Edit the status now, or once STATUS_EDIT_INTERVAL has passed since the last edit (latest wins).
+
+        ``render`` runs when the edit is sent, so a delayed edit shows the state of that moment; None skips it.
+        """
         wait = self._last_edit.get(job.id, 0.0) + STATUS_EDIT_INTERVAL - time.monotonic()
         self._cancel_pending(job.id)
         if wait <= 0:
-            self._spawn(self.edit_status(job, **fields), job)
+            self._spawn(job, render)
             return
         loop = asyncio.get_running_loop()
-        self._pending[job.id] = loop.call_later(wait, lambda: self._spawn(self.edit_status(job, **fields), job))
+        self._pending[job.id] = loop.call_later(wait, self._spawn, job, render)
 
-    def _spawn(self, call: Any, job: Job) -> None:
+    def _spawn(self, job: Job, render: Callable[[], StatusEdit | None]) -> None:
+        self._pending.pop(job.id, None)
+
         async def guarded() -> None:
+            edit = render()
+            if edit is None or not self.token_usable(job):
+                return
+            shows, fields = edit
             try:
-                await call
+                await self.edit_status(job, shows=shows, **fields)
             except discord.HTTPException as error:
                 log.info("job %s: status edit refused by Discord: %s", job.id, error)
 
-        self.bot.loop.create_task(guarded())
+        task = asyncio.get_running_loop().create_task(guarded())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def forget(self, job_id: int) -> None:
-        """Drop the throttling state of a finished job."""
+        """Drop the state kept for a finished job (and any status edit still waiting to be sent)."""
         self._cancel_pending(job_id)
         self._last_edit.pop(job_id, None)
+        self._shown.pop(job_id, None)
+        self._dead_tokens.discard(job_id)
 
     async def tell(self, job: Job, content: str) -> None:
         """Say something to the requester about a job, on whichever channel still works."""
-        if self.token_alive(job):
+        if self.token_usable(job):
             try:
                 await self.edit_status(job, content=content, view=None, embed=None)
                 return
@@ -119,25 +157,51 @@ class JobMessenger:
     # -- JobEvents ----------------------------------------------------------------------------------------------
 
     async def on_queued(self, job: Job, position: int) -> None:
-        """Show the job's place in the queue, with a Cancel button."""
-        view = discord.ui.View(timeout=None)
-        view.add_item(CancelButton(job.id))
-        self._throttled(job, content=_render.queued_status(job, job_options(job), position), view=view)
+        """Show the job's place in the queue, with a Cancel button (the place as it is when the edit is sent)."""
+        options = job_options(job)
+
+        def render() -> StatusEdit | None:
+            now = self.bot.jobs.position(job.id)
+            if now is None:  # it started or was cancelled while the edit waited
+                return None
+            view = discord.ui.View(timeout=None)
+            view.add_item(CancelButton(job.id))
+            return "queued", {"content": _render.queued_status(job, options, now), "view": view}
+
+        self._throttled(job, render)
 
     async def on_started(self, job: Job) -> None:
         """The job went to the generator: swap the status, drop the Cancel button."""
+        self._cancel_pending(job.id)
+        if not self.token_usable(job):
+            return
         content = _render.generating_status(job, job_options(job), datetime.now(UTC))
-        await self.edit_status(job, content=content, view=None)
+        await self.edit_status(job, shows="generating", content=content, view=None)
 
     async def on_rate_limited(self, job: Job, seconds: float) -> None:
         """The generator said 429: the job waits and is sent again."""
+        options = job_options(job)
         until = datetime.now(UTC) + timedelta(seconds=seconds)
-        self._throttled(job, content=_render.rate_limited_status(job, job_options(job), seconds, until))
+        content = _render.rate_limited_status(job, options, seconds, until)
+        self._throttled(job, lambda: ("rate-limited", {"content": content}))
+
+    async def on_resent(self, job: Job) -> None:
+        """The job went to the generator again after a rate-limit wait."""
+        if job.id in self._pending:
+            # The rate-limit notice was never shown: the status still says "generating".
+            self._cancel_pending(job.id)
+            return
+        if self._shown.get(job.id) == "rate-limited":
+            content = _render.generating_status(job, job_options(job), datetime.now(UTC))
+            self._throttled(job, lambda: ("generating", {"content": content}))
 
     async def on_failed(self, job: Job, sentence: str) -> None:
         """One plain sentence about what went wrong; the job was refunded."""
-        self.forget(job.id)
-        await self.tell(job, _render.failure_message(job, sentence))
+        self._cancel_pending(job.id)
+        try:
+            await self.tell(job, _render.failure_message(job, sentence))
+        finally:
+            self.forget(job.id)
 
     async def on_interrupted(self, job: Job) -> None:
         """A restart cut the job short: tell the member on the same token (a followup) while it is valid."""
@@ -155,10 +219,15 @@ class JobMessenger:
 
     async def deliver(self, job: Job, delivery: Delivery) -> DeliveryReceipt:
         """Post the images: on the interaction while its token lives, else in the channel, else explain by DM."""
-        self.forget(job.id)
-        receipt = await self._deliver_anywhere(job, delivery)
+        self._cancel_pending(job.id)
+        try:
+            return await self._deliver_anywhere(job, delivery)
+        finally:
+            self.forget(job.id)
+
+    async def on_delivered(self, job: Job, delivery: Delivery, receipt: DeliveryReceipt) -> None:
+        """The job is recorded as delivered: mention it in the server's log channel, if it has one."""
         await self._log_delivery(job, delivery, receipt)
-        return receipt
 
     async def _log_delivery(self, job: Job, delivery: Delivery, receipt: DeliveryReceipt) -> None:
         """Post the generation in the server's log channel, if it has one, pinging nobody."""
@@ -176,7 +245,7 @@ class JobMessenger:
             log.warning("job %s: could not post in the log channel %s: %s", job.id, settings.log_channel_id, error)
 
     async def _deliver_anywhere(self, job: Job, delivery: Delivery) -> DeliveryReceipt:
-        if self.token_alive(job):
+        if self.token_usable(job):
             try:
                 return await self._deliver_on_token(job, delivery)
             except discord.HTTPException as error:
@@ -244,15 +313,33 @@ def _token_dead(error: discord.HTTPException) -> bool:
     return error.code in DEAD_TOKEN_CODES or error.status == 401
 
 
-def _messages_for(job: Job, delivery: Delivery) -> list[tuple[str | None, discord.Embed, list[DeliverableImage]]]:
-    """(content, embed, images) per message: links for images too large to upload go in the content."""
+def _messages_for(
+    job: Job, delivery: Delivery
+) -> list[tuple[str | None, discord.Embed | None, list[DeliverableImage]]]:
+    """(content, embed, images) per message: links for images too large to upload go in the content.
+
+    Links that do not fit one message's content (long presigned URLs) continue in messages of their own.
+    """
     groups = delivery.groups or [[]]
     parts = len(groups)
-    out = []
+    out: list[tuple[str | None, discord.Embed | None, list[DeliverableImage]]] = []
     for number, images in enumerate(groups):
-        links = _render.link_lines(images)
-        out.append((links or None, _render.result_embed(job, delivery, number, parts), images))
+        chunks = _chunks(_render.link_lines(images).splitlines(), LINK_CONTENT_LIMIT)
+        out.append((chunks[0] if chunks else None, _render.result_embed(job, delivery, number, parts), images))
+        out.extend((chunk, None, []) for chunk in chunks[1:])
     return out
+
+
+def _chunks(lines: list[str], limit: int) -> list[str]:
+    """Lines joined into texts of at most ``limit`` characters, a line never split (only clipped if alone too long)."""
+    chunks: list[str] = []
+    for line in lines:
+        line = line if len(line) <= limit else line[: limit - 1] + "…"
+        if chunks and len(chunks[-1]) + 1 + len(line) <= limit:
+            chunks[-1] += "\n" + line
+        else:
+            chunks.append(line)
+    return chunks
 
 
 def _files(delivery: Delivery, images: Sequence[DeliverableImage]) -> list[discord.File]:

@@ -81,7 +81,8 @@ async def test_positions_count_jobs_that_would_start_first_and_change_on_cancel(
     scheduler.submit(3, member_id=1)
     scheduler.submit(4, member_id=2)
     assert scheduler.position(1) is None  # running, not queued
-    assert scheduler.positions() == {2: 0, 4: 1, 3: 2}
+    # Member 2 has not had a turn yet and member 1 just did, so member 2 goes first.
+    assert scheduler.positions() == {4: 0, 2: 1, 3: 2}
     assert scheduler.cancel(4) is True
     assert scheduler.cancel(4) is False
     assert scheduler.positions() == {2: 0, 3: 1}

@@ -1,0 +1,245 @@
+"""The queue end to end: positions on the public status, Cancel, fairness, 429 pauses, restarts, token expiry."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from tests.e2e.harness import World, content_of, has_attachments, wait_until
+from tests.fakes.discord import FakeInteraction, FakeMessage
+from tests.fakes.discord.interactions import walk_components
+
+EPHEMERAL = 64
+# The messenger's minimum spacing of queue-position edits of one job (cogs/imagine/_messenger.py), with slack
+# for the fake's clock: two position edits of one job closer than this break the rate limit.
+MIN_EDIT_SPACING = 4.0
+
+
+def button_id(message: FakeMessage | None, label: str) -> str:
+    """The custom_id of the button labelled ``label`` on a message."""
+    assert message is not None, "no message"
+    for component in walk_components(message.components):
+        if component.get("type") == 2 and component.get("label") == label:
+            return str(component["custom_id"])
+    raise AssertionError(f"no {label!r} button on message {message.id}: {message.components}")
+
+
+def has_button(message: FakeMessage | None, label: str) -> bool:
+    """Whether a message carries a button labelled ``label``."""
+    if message is None:
+        return False
+    return any(c.get("type") == 2 and c.get("label") == label for c in walk_components(message.components))
+
+
+def status(interaction: FakeInteraction) -> str:
+    """The public status text of a job: its interaction's original response."""
+    return interaction.original.content if interaction.original is not None else ""
+
+
+def prompts(world: World) -> list[str]:
+    """The prompts the generator received, in order."""
+    return [request["body"]["promptObject"]["prompt"] for request in world.onemin.requests]
+
+
+def status_edit_times(world: World, interaction: FakeInteraction, text: str) -> list[float]:
+    """When the bot edited the interaction's status to a text containing ``text`` (monotonic seconds)."""
+    return [
+        request.time
+        for request in world.discord.requests
+        if request.method == "PATCH"
+        and interaction.token in request.path
+        and text in ((request.json or {}).get("content") or "")
+    ]
+
+
+def drop_expected_errors(world: World, *codes: str) -> None:
+    """Discord answered these codes because the test made it so; check they happened, then forget them."""
+    errors = world.discord.protocol_errors
+    for code in codes:
+        assert any(error.startswith(f"{code}:") for error in errors), (code, errors)
+    errors[:] = [error for error in errors if error.split(":", 1)[0] not in codes]
+
+
+async def test_queued_jobs_show_their_position_and_move_up(world: World) -> None:
+    # The third waits for two jobs (7 s), longer than the spacing of position edits (5 s): it sees its place change.
+    world.onemin.latency = 3.5
+    await world.start_bot(MAX_CONCURRENT_JOBS="1")
+    first = await world.imagine(prompt="first", quality="low")
+    await wait_until(lambda: prompts(world) == ["first"], timeout=10, what="the first generation")
+    second = await world.imagine(world.other, prompt="second", quality="low")
+    third = await world.imagine(world.moderator, prompt="third", quality="low")
+    for interaction in (second, third):
+        callback = await interaction.wait_for_callback(timeout=3)
+        assert callback["type"] == 5 and not callback.get("data", {}).get("flags", 0) & EPHEMERAL
+
+    await second.wait_for(lambda i: "queued" in status(i) and has_button(i.original, "Cancel"), timeout=5)
+    await third.wait_for(lambda i: "queued" in status(i) and has_button(i.original, "Cancel"), timeout=5)
+    assert "next in line" in status(second)
+    assert "1 ahead" in status(third)
+    assert f"<@{world.other.id}>" in status(second) and not second.original.mentions_would_ping
+
+    # The first job finishes: the second starts (its Cancel button goes) and the third is next.
+    await second.wait_for(lambda i: "Generating" in status(i), timeout=10)
+    assert not has_button(second.original, "Cancel")
+    await third.wait_for(lambda i: "next in line" in status(i), timeout=10)
+    assert has_button(third.original, "Cancel")
+    world.onemin.latency = 0.2
+
+    for interaction in (first, second, third):
+        await interaction.wait_for(has_attachments(1), timeout=20)
+    assert prompts(world) == ["first", "second", "third"]
+    queued_edits = status_edit_times(world, third, "queued")
+    assert len(queued_edits) == 2, queued_edits
+    assert queued_edits[1] - queued_edits[0] >= MIN_EDIT_SPACING, queued_edits
+
+
+async def test_cancel_refunds_and_the_job_never_reaches_the_generator(world: World) -> None:
+    # Long enough for every click below to happen while the first job holds the only slot.
+    world.onemin.latency = 4
+    await world.start_bot(MAX_CONCURRENT_JOBS="1")
+    running = await world.imagine(prompt="running")
+    await wait_until(lambda: prompts(world) == ["running"], timeout=10, what="the first generation")
+    mine = await world.imagine(world.other, prompt="bob's first", size="1536x1024")  # 1.5 credits
+    also_mine = await world.imagine(world.other, prompt="bob's second", size="1536x1024")
+    await mine.wait_for(lambda i: has_button(i.original, "Cancel"), timeout=5)
+    await also_mine.wait_for(lambda i: has_button(i.original, "Cancel"), timeout=5)
+    assert "7 credits left" in await world.quota_me(world.other)
+
+    # Someone else: refused, privately, and nothing changes.
+    refused = await world.discord.click(world.member, world.channel, mine.original, button_id(mine.original, "Cancel"))
+    callback = await refused.wait_for_callback(timeout=3)
+    assert callback["type"] == 4 and callback["data"]["flags"] & EPHEMERAL
+    assert "Only the member" in callback["data"]["content"]
+    assert "queued" in status(mine) and has_button(mine.original, "Cancel")
+
+    # The requester: cancelled, refunded, the button gone.
+    cancel = await world.discord.click(world.other, world.channel, mine.original, button_id(mine.original, "Cancel"))
+    callback = await cancel.wait_for_callback(timeout=3)
+    assert callback["type"] == 7
+    assert "Cancelled" in status(mine) and not has_button(mine.original, "Cancel")
+    assert "8.5 credits left" in await world.quota_me(world.other)
+
+    # A moderator may cancel someone else's job too.
+    by_mod = await world.discord.click(
+        world.moderator, world.channel, also_mine.original, button_id(also_mine.original, "Cancel")
+    )
+    callback = await by_mod.wait_for_callback(timeout=3)
+    assert callback["type"] == 7
+    assert "Cancelled" in status(also_mine) and not also_mine.original.mentions_would_ping
+    assert "10 credits left" in await world.quota_me(world.other)
+
+    await running.wait_for(has_attachments(1), timeout=15)
+    await asyncio.sleep(1)  # room for a wrongly started job to reach the generator
+    assert prompts(world) == ["running"]
+    assert "Cancelled" in status(mine) and "Cancelled" in status(also_mine)
+    assert not any(m.attachments for m in mine.messages + also_mine.messages)
+
+
+async def test_one_members_burst_does_not_delay_anothers_first_job(world: World) -> None:
+    world.onemin.latency = 2  # Alice's first job holds the only slot while everyone else queues
+    await world.start_bot(MAX_CONCURRENT_JOBS="1")
+    burst = []
+    for number in range(1, 4):
+        burst.append(await world.imagine(prompt=f"alice {number}", quality="low"))
+        await burst[-1].wait_for_callback(timeout=3)
+    bob = await world.imagine(world.other, prompt="bob 1", quality="low")
+    mod = await world.imagine(world.moderator, prompt="mod 1", quality="low")
+    world.onemin.latency = 0.2
+    # Alice's first job is at the generator; Bob and the moderator each get a turn before Alice's second.
+    await bob.wait_for(lambda i: "queued" in status(i), timeout=5)
+    await mod.wait_for(lambda i: "queued" in status(i), timeout=5)
+    assert "next in line" in status(bob)
+    assert "1 ahead" in status(mod)
+    for interaction in [*burst, bob, mod]:
+        await interaction.wait_for(has_attachments(1), timeout=30)
+    assert prompts(world) == ["alice 1", "bob 1", "mod 1", "alice 2", "alice 3"]
+
+
+async def test_rate_limit_pauses_the_queue_and_fails_nothing(world: World) -> None:
+    await world.start_bot(MAX_CONCURRENT_JOBS="2")
+    world.onemin.fail_next("429", retry_after=2)
+    first = await world.imagine(prompt="first")
+    await wait_until(lambda: len(world.onemin.requests) == 1, timeout=10, what="the first request")
+    limited_at = time.monotonic()
+    await wait_until(lambda: "no new jobs start" in world.bot.log(), timeout=5, what="the bot to take the 429 in")
+    second = await world.imagine(world.other, prompt="second")
+    # A slot is free, but the generator asked for a pause: the second job waits in the queue.
+    await second.wait_for(lambda i: "queued" in status(i), timeout=5)
+    await asyncio.sleep(1.2)
+    assert len(world.onemin.requests) == 1, prompts(world)
+    await first.wait_for(has_attachments(1), timeout=30)
+    await second.wait_for(has_attachments(1), timeout=30)
+    assert time.monotonic() - limited_at >= 1.9
+    assert sorted(prompts(world)) == ["first", "first", "second"]
+    assert [request["answer"] for request in world.onemin.requests].count("429") == 1
+    assert "not charged" not in content_of(first) + content_of(second)
+    assert "9 credits left" in await world.quota_me()
+
+
+async def test_expired_token_delivers_in_the_channel_pinging_only_the_requester(world: World) -> None:
+    world.onemin.latency = 1
+    await world.start_bot()
+    prompt = "a parade @everyone <@&223456789012345678> " + world.other.mention
+    interaction = await world.imagine(prompt=prompt, count=2, quality="low")
+    await wait_until(lambda: len(world.onemin.requests) == 1, timeout=10, what="the generation request")
+    interaction.expire_token()
+
+    def posted() -> list[FakeMessage]:
+        return [m for m in world.discord.channel_messages(world.channel) if m.attachments]
+
+    await world.discord.wait_for(lambda: bool(posted()), timeout=20, what="the images in the channel")
+    messages = world.discord.channel_messages(world.channel)
+    assert sum(len(message.attachments) for message in messages) == 2
+    lead = messages[0]
+    assert world.member.mention in lead.content
+    assert lead.mentions_would_ping == {world.member.mention}
+    assert lead.allowed_mentions is not None
+    assert not lead.allowed_mentions.get("parse")
+    assert [str(user) for user in lead.allowed_mentions.get("users", [])] == [str(world.member.id)]
+    assert all(not message.mentions_would_ping for message in messages[1:])
+    assert has_button(lead, "Re-roll") and has_button(lead, "Delete")
+    assert "9.5 credits left" in await world.quota_me()  # delivered, so charged
+    drop_expected_errors(world, "50027")
+
+
+async def test_expired_token_and_closed_channel_refund_and_tell_by_dm(world: World) -> None:
+    world.onemin.latency = 1
+    locked = world.discord.add_channel(world.guild, name="read-only", bot_can_send=False)
+    await world.start_bot()
+    interaction = await world.discord.invoke(world.member, locked, "imagine", options={"prompt": "a quiet lake"})
+    await wait_until(lambda: len(world.onemin.requests) == 1, timeout=10, what="the generation request")
+    interaction.expire_token()
+    await world.discord.wait_for(lambda: bool(world.discord.dm_messages(world.member)), timeout=20, what="a DM")
+    dm = world.discord.dm_messages(world.member)[0]
+    assert "refunded" in dm.content
+    assert not dm.mentions_would_ping
+    assert world.discord.channel_messages(locked) == []
+    assert "10 credits left" in await world.quota_me()
+    drop_expected_errors(world, "50027", "50013")
+
+
+async def test_queued_job_survives_a_restart_and_cancel_still_works(world: World) -> None:
+    world.onemin.latency = 60
+    await world.start_bot(MAX_CONCURRENT_JOBS="1")
+    interrupted = await world.imagine(prompt="cut short")
+    await wait_until(lambda: prompts(world) == ["cut short"], timeout=10, what="the first generation")
+    survivor = await world.imagine(world.other, prompt="survivor")
+    doomed = await world.imagine(world.moderator, prompt="cancelled after the restart")
+    await doomed.wait_for(lambda i: has_button(i.original, "Cancel"), timeout=5)
+    cancel_id = button_id(doomed.original, "Cancel")
+
+    world.onemin.latency = 3
+    await world.restart_bot(crash=True)
+    await wait_until(lambda: "survivor" in prompts(world), timeout=15, what="the queued job to run")
+    click = await world.discord.click(world.moderator, world.channel, doomed.original, cancel_id)
+    callback = await click.wait_for_callback(timeout=3)
+    assert callback["type"] == 7, callback
+    assert "Cancelled" in status(doomed)
+
+    await survivor.wait_for(has_attachments(1), timeout=20)
+    await interrupted.wait_for(lambda i: "restarted" in content_of(i), timeout=10)
+    await asyncio.sleep(1)
+    assert prompts(world) == ["cut short", "survivor"]
+    assert "10 credits left" in await world.quota_me()  # the interrupted job was refunded
+    assert "9 credits left" in await world.quota_me(world.other)
+    assert "10 credits left" in await world.quota_me(world.moderator)
