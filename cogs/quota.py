@@ -108,7 +108,7 @@ class Quota(commands.GroupCog, group_name="quota"):
             return
         assert interaction.guild_id is not None
         await self.bot.store.set_member_limit(interaction.guild_id, member.id, limit, actor_id=interaction.user.id)
-        self.bot.policy.forget(interaction.guild_id, member.id)
+        self.bot.policy.forget(interaction.guild_id)
         await say(interaction, f"{member.mention} may now use {limit_text(limit)}.")
 
     @app_commands.command(name="set-role")
@@ -191,7 +191,7 @@ class Quota(commands.GroupCog, group_name="quota"):
         """Remove a member's own limit; their roles' or the server's applies again (moderators)."""
         assert interaction.guild_id is not None
         await self.bot.store.set_member_limit(interaction.guild_id, member.id, None, actor_id=interaction.user.id)
-        self.bot.policy.forget(interaction.guild_id, member.id)
+        self.bot.policy.forget(interaction.guild_id)
         await say(interaction, "Removed. " + await self._standing(interaction.guild_id, member))
 
     @app_commands.command(name="reset")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import shutil
 import tempfile
 import time
@@ -241,12 +242,16 @@ class JobService:
             self._forget(job_id)
             return
         events = self._events()
-        workdir = Path(tempfile.mkdtemp(prefix=f"job-{job_id}-", dir=self.spool_dir))
+        # Created by the fitting only if an image needs re-encoding: no file-system call on the loop here.
+        workdir = Path(self.spool_dir or tempfile.gettempdir()) / f"imagine-job-{job_id}-{secrets.token_hex(4)}"
         result: GenerationResult | None = None
         downloaded: list[DownloadedImage] = []
+        started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        started.set_result(None)
         try:
             options = job_options(job)
-            await self._notify(events.on_started(job), job)
+            # The "generating" edit goes out beside the generation request instead of holding it up.
+            started = asyncio.get_running_loop().create_task(self._notify(events.on_started(job), job))
             result = await self._generate(job, options)
             downloaded = await self.generator.download(result)
             sources = [
@@ -271,6 +276,7 @@ class JobService:
                 generation_seconds=result.elapsed,
                 reported_credits=result.reported_credits,
             )
+            await started  # the result must replace the "generating" status, not be replaced by it
             receipt = await events.deliver(job, delivery)
             # The member has the images now: record it at once, even if the bot is stopping, so that a restart
             # does not take the job for an interrupted one and refund it.
@@ -286,6 +292,7 @@ class JobService:
             log.info("job %s delivered (%.1f s at the generator)", job_id, result.elapsed)
             await self._notify(events.on_delivered(job, delivery, receipt), job)
         except GeneratorError as error:
+            await started
             log.warning("job %s failed at the generator: %s", job_id, error.detail)
             await self._fail(job, error.detail, error.user_message, result)
         except DeliveryFailed as error:
@@ -294,6 +301,7 @@ class JobService:
         except asyncio.CancelledError:
             raise
         except Exception as error:
+            await started
             log.exception("job %s failed unexpectedly", job_id)
             await self._fail(
                 job,

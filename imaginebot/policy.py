@@ -19,7 +19,8 @@ class Policy:
         self.bot_default = bot_default
         self.global_budget = global_budget
         self._settings: dict[int, GuildSettings] = {}
-        self._member_limits: dict[tuple[int, int], Limit | None] = {}
+        # A server's member limits, loaded with one query the first time one of its members asks.
+        self._member_limits: dict[int, dict[int, Limit]] = {}
 
     async def settings(self, guild_id: int) -> GuildSettings:
         """The server's settings (cached)."""
@@ -31,10 +32,11 @@ class Policy:
 
     async def member_limit(self, guild_id: int, user_id: int) -> Limit | None:
         """The member's own limit, if a moderator set one (cached)."""
-        key = (guild_id, user_id)
-        if key not in self._member_limits:
-            self._member_limits[key] = await self.store.get_member_limit(guild_id, user_id)
-        return self._member_limits[key]
+        limits = self._member_limits.get(guild_id)
+        if limits is None:
+            limits = await self.store.member_limits(guild_id)
+            self._member_limits[guild_id] = limits
+        return limits.get(user_id)
 
     async def resolve(self, guild_id: int, user_id: int, role_ids: Iterable[int]) -> ResolvedLimit:
         """The member's limit and where it comes from."""
@@ -61,11 +63,7 @@ class Policy:
             checks.append(BudgetCheck("global", self.global_budget))
         return checks
 
-    def forget(self, guild_id: int, user_id: int | None = None) -> None:
-        """Drop cached settings of a server (and of one member) after a moderator changed them."""
+    def forget(self, guild_id: int) -> None:
+        """Drop a server's cached settings and member limits after a moderator changed them."""
         self._settings.pop(guild_id, None)
-        if user_id is None:
-            for key in [key for key in self._member_limits if key[0] == guild_id]:
-                del self._member_limits[key]
-        else:
-            self._member_limits.pop((guild_id, user_id), None)
+        self._member_limits.pop(guild_id, None)

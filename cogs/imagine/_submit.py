@@ -77,13 +77,11 @@ async def accept(interaction: discord.Interaction[ImagineBot], options: ImagineO
         return
     job = outcome.job
     try:
-        callback = await interaction.response.defer(thinking=True)
+        # The deferred response becomes the job's status message; it is edited as "@original" from then on.
+        await interaction.response.defer(thinking=True)
     except discord.HTTPException as error:
         await bot.jobs.abandon(job, f"Discord refused the first response: {error}")
         return
-    if callback is not None and callback.message_id is not None:
-        job.status_message_id = callback.message_id
-        await bot.store.set_status_message(job.id, callback.message_id)
     position = bot.jobs.enqueue(job)
     if position is not None:
         await bot.messenger.on_queued(job, position)

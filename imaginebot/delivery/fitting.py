@@ -114,8 +114,12 @@ def _check_as_is(source: SourceImage, file_limit: int, preferred_format: OutputF
     try:
         # The file on disk is what gets uploaded, so its real size counts, not the size reported for it.
         actual_size = source.path.stat().st_size
-        with Image.open(source.path) as image:  # reads the header only
-            image_format, (width, height) = image.format, image.size
+        webp = _webp_size(source.path)
+        if webp is not None:
+            image_format, (width, height) = "WEBP", webp
+        else:
+            with Image.open(source.path) as image:  # reads the header only
+                image_format, (width, height) = image.format, image.size
     except _READ_ERRORS as exc:
         log.warning("image %d is not a readable image (%s); posting it as a link", source.index, exc)
         return _as_link(source, "could not be read", preferred_format)
@@ -133,6 +137,27 @@ def _check_as_is(source: SourceImage, file_limit: int, preferred_format: OutputF
         width=width,
         height=height,
     )
+
+
+def _webp_size(path: Path) -> tuple[int, int] | None:
+    """A WebP file's size from its RIFF header, or None if it is not a WebP file.
+
+    Pillow's WebP plugin decodes far more than the header on open, holding the GIL for milliseconds per image,
+    which stalls the event loop when hundreds of WebP results arrive at once.
+    """
+    with path.open("rb") as file:
+        head = file.read(30)
+    if len(head) < 30 or head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+        return None
+    chunk = head[12:16]
+    if chunk == b"VP8 ":
+        return int.from_bytes(head[26:28], "little") & 0x3FFF, int.from_bytes(head[28:30], "little") & 0x3FFF
+    if chunk == b"VP8L":
+        b0, b1, b2, b3 = head[21:25]
+        return 1 + (((b1 & 0x3F) << 8) | b0), 1 + (((b3 & 0x0F) << 10) | (b2 << 2) | ((b1 & 0xC0) >> 6))
+    if chunk == b"VP8X":
+        return 1 + int.from_bytes(head[24:27], "little"), 1 + int.from_bytes(head[27:30], "little")
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -275,6 +275,10 @@ class Store(ABC):
         ``blocked_words`` as a sequence of str) and audit the change; returns the settings as now saved."""
 
     @abstractmethod
+    async def member_limits(self, guild_id: int) -> dict[int, Limit]:
+        """Every member limit a server set, by user id (one query, for caching)."""
+
+    @abstractmethod
     async def get_member_limit(self, guild_id: int, user_id: int) -> Limit | None:
         """The member's own limit, or None when they have none."""
 

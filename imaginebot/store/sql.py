@@ -398,7 +398,8 @@ class SqlStore(Store):
             return int(await conn.fetchval(f"SELECT {query}", *params.values))
 
     async def mark_running(self, job_id: int, *, now: datetime | None = None) -> bool:
-        async with self._transaction() as conn:
+        # One atomic UPDATE: no explicit transaction needed (on SQLite, one trip to its thread instead of three).
+        async with self._connection() as conn:
             updated = await conn.fetchval(
                 "UPDATE jobs SET state = 'running', started_at = $2 WHERE id = $1 AND state = 'queued' RETURNING id",
                 job_id,
@@ -416,7 +417,7 @@ class SqlStore(Store):
         generator_record_id: str | None = None,
         now: datetime | None = None,
     ) -> bool:
-        async with self._transaction() as conn:
+        async with self._connection() as conn:  # one atomic UPDATE, like mark_running
             updated = await conn.fetchval(
                 "UPDATE jobs SET state = 'delivered', finished_at = $2, result_channel_id = $3, "
                 "result_message_id = $4, reported_credits = COALESCE($5, reported_credits), "
@@ -613,6 +614,11 @@ class SqlStore(Store):
                 now=utc_now(),
             )
         return after
+
+    async def member_limits(self, guild_id: int) -> dict[int, Limit]:
+        async with self._connection() as conn:
+            rows = await conn.fetch("SELECT user_id, credits, period FROM member_limits WHERE guild_id = $1", guild_id)
+        return {int(row["user_id"]): Limit(int(row["credits"]), row["period"]) for row in rows}
 
     async def get_member_limit(self, guild_id: int, user_id: int) -> Limit | None:
         async with self._connection() as conn:

@@ -119,6 +119,16 @@ async def test_bad_setting_changes_are_refused_and_change_nothing(store: Store) 
     assert await store.audit_log(GUILD) == []
 
 
+async def test_a_servers_member_limits_load_in_one_call(store: Store) -> None:
+    await store.set_member_limit(GUILD, USER, Limit(1200, "week"), actor_id=MOD)
+    await store.set_member_limit(GUILD, OTHER_USER, Limit(50, "month"), actor_id=MOD)
+    await store.set_member_limit(OTHER_GUILD, USER, Limit(7, "day"), actor_id=MOD)
+    assert await store.member_limits(GUILD) == {USER: Limit(1200, "week"), OTHER_USER: Limit(50, "month")}
+    await store.set_member_limit(GUILD, OTHER_USER, None, actor_id=MOD)
+    assert await store.member_limits(GUILD) == {USER: Limit(1200, "week")}
+    assert await store.member_limits(GUILD + 12345) == {}
+
+
 async def test_member_limit_set_change_clear_audited(store: Store) -> None:
     assert await store.get_member_limit(GUILD, USER) is None
     await store.set_member_limit(GUILD, USER, Limit(300, "day"), actor_id=MOD)

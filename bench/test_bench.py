@@ -1,0 +1,94 @@
+"""Checks of the benchmark's own machinery (run with ``.venv/bin/pytest -q bench``; not part of ``tests/``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from bench.burst import main as burst_main
+from bench.instrumented_bot import request_kind, token_key
+from bench.measure import Summary, percentile, process_cpu_seconds, process_memory_kib
+from bench.world import DeliveryTracker
+from tests.fakes.discord import RecordedFile, RecordedRequest
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 501)]
+    assert percentile(values, 50) == 250
+    assert percentile(values, 99) == 495
+    assert percentile([3.0], 99) == 3.0
+    assert Summary.of(values).max == 500
+
+
+def test_request_kinds_keep_ids_and_hide_tokens() -> None:
+    token = "aW50ZXJhY3Rpb246MTIzOnNlY3JldA"
+    kind, key = request_kind("POST", f"/api/v10/interactions/123/{token}/callback")
+    assert (kind, key) == ("POST callback", "123")
+    kind, key = request_kind("PATCH", f"/api/v10/webhooks/9/{token}/messages/@original")
+    assert kind == "PATCH webhook message" and key == token_key(token) and token not in key
+    kind, key = request_kind("POST", "/api/v10/channels/456/messages")
+    assert (kind, key) == ("POST /channels/{id}/messages", None)
+
+
+def test_proc_readers_see_this_process() -> None:
+    before = process_cpu_seconds(os.getpid())
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:
+        pass
+    assert process_cpu_seconds(os.getpid()) >= before + 0.03
+    memory = process_memory_kib(os.getpid())
+    assert memory["VmHWM"] >= memory["VmRSS"] > 0
+
+
+def _record(path: str, *, at: float, status: int | None, files: int = 0, json: Any = None) -> RecordedRequest:
+    return RecordedRequest(
+        method="PATCH",
+        path=path,
+        query={},
+        json=json,
+        files=[RecordedFile(f"files[{i}]", f"{i}.png", b"x", "image/png") for i in range(files)],
+        time=at,
+        wall_time=None,  # type: ignore[arg-type]
+        status=status,
+    )
+
+
+def test_tracker_counts_files_across_messages_and_spots_failures() -> None:
+    done = SimpleNamespace(id=1, token="tok-a")
+    failing = SimpleNamespace(id=2, token="tok-b")
+    fake = SimpleNamespace(requests=[], interaction_by_token=None)
+    tracker = DeliveryTracker(fake, [done, failing], images_each=3)  # type: ignore[arg-type]
+    in_flight = _record("/webhooks/7/tok-a/messages/@original", at=1.0, status=None, files=2)
+    fake.requests += [
+        in_flight,
+        _record("/webhooks/7/tok-a/messages/@original", at=0.5, status=200, json={"content": "generating"}),
+        _record("/webhooks/7/tok-b/messages/@original", at=2.0, status=200, json={"content": "sorry, not charged"}),
+    ]
+    tracker.poll()
+    assert tracker.failed.keys() == {2} and tracker.delivered_at == {}
+    in_flight.status = 200
+    fake.requests.append(_record("/webhooks/7/tok-a", at=3.0, status=200, files=1))
+    tracker.poll()
+    assert tracker.delivered_at == {1: 3.0} and tracker.settled == 2
+    fake.requests.append(_record("/webhooks/7/tok-c", at=4.0, status=413, files=1))
+    tracker.poll()
+    assert tracker.settled == 2
+
+
+def test_a_small_burst_runs_end_to_end(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    report = tmp_path / "report.json"
+    code = burst_main(["--members", "6", "--latency", "0.3", "--size", "1024x1024", "--json", str(report)])
+    out = capsys.readouterr().out
+    assert "[PASS] every request delivered: 6/6" in out, out
+    assert code in (0, 1)  # 1 only when a performance target is missed on a busy machine
+    data = json.loads(report.read_text())
+    assert data["delivered"] == 6 and not data["timed_out"] and not data["bot_exit_hung"]
+    assert data["first_response"]["answered"] == 6
+    assert 0.3 <= data["end_to_end"]["total"]["p50"] < 10
+    assert data["event_loop"]["ticks"] > 0 and data["memory_mb"]["peak"] > 10
+    assert data["fake_discord"] == {"protocol_errors": [], "spec_violations": []}
