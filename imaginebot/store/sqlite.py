@@ -6,6 +6,7 @@ import asyncio
 import logging
 import re
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -113,7 +114,7 @@ class SqliteStore(SqlStore):
         try:
             db.row_factory = aiosqlite.Row
             await db.execute_fetchall(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-            await db.execute_fetchall("PRAGMA journal_mode = WAL")
+            await self._enable_wal(db)
             # WAL with synchronous=NORMAL stays consistent after a crash; only the last commits may be lost.
             await db.execute_fetchall("PRAGMA synchronous = NORMAL")
             await db.execute_fetchall("PRAGMA foreign_keys = ON")
@@ -124,6 +125,22 @@ class SqliteStore(SqlStore):
             await db.close()
             raise
         log.info("opened SQLite store at %s", self.path)
+
+    async def _enable_wal(self, db: aiosqlite.Connection) -> None:
+        """Switch the file to WAL mode, waiting out another opener that holds the lock.
+
+        Changing the journal mode does not go through SQLite's busy handler: while another connection is
+        migrating a fresh file, it fails at once with "database is locked" instead of waiting busy_timeout.
+        """
+        deadline = time.monotonic() + self._busy_timeout_ms / 1000
+        while True:
+            try:
+                await db.execute_fetchall("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.02)
 
     async def close(self) -> None:
         """Close the connection (safe to call twice)."""
