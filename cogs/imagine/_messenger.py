@@ -209,9 +209,11 @@ class JobMessenger:
         content = _render.interrupted_message(job)
         if self.token_alive(job):
             try:
-                await self.webhook(job).send(content, allowed_mentions=_render.NO_PINGS)
+                # The status first: if it is still the "thinking" placeholder, an edit resolves it, where a
+                # followup would replace it (and the edit would then overwrite the followup).
                 with contextlib.suppress(discord.HTTPException):
                     await self.edit_status(job, content="⚠️ Interrupted by a restart (refunded).", view=None)
+                await self.webhook(job).send(content, allowed_mentions=_render.NO_PINGS)
                 return
             except discord.HTTPException as error:
                 log.info("job %s: followup about the restart failed: %s", job.id, error)
