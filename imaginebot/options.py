@@ -93,18 +93,6 @@ class ImagineOptions:
             compression=data.get("compression"),
         )
 
-    def with_prompt(self, prompt: str) -> ImagineOptions:
-        """The same options with another prompt (Edit & re-roll), checked like a new one."""
-        return ImagineOptions(
-            prompt=check_prompt(prompt),
-            size=self.size,
-            quality=self.quality,
-            count=self.count,
-            output_format=self.output_format,
-            background=self.background,
-            compression=self.compression,
-        )
-
 
 def check_prompt(prompt: str) -> str:
     """Return the prompt with surrounding blanks removed, or raise ``OptionError`` if empty or too long."""
