@@ -88,6 +88,8 @@ class DeliveryReceipt:
 
     channel_id: int | None
     message_id: int | None
+    # The messages after the first when the result had to be split.
+    extra_message_ids: tuple[int, ...] = ()
 
 
 class DeliveryFailed(Exception):
@@ -287,6 +289,7 @@ class JobService:
                     result_message_id=receipt.message_id,
                     reported_credits=result.reported_credits,
                     generator_record_id=result.record_id,
+                    result_extra_message_ids=receipt.extra_message_ids,
                 )
             )
             log.info("job %s delivered (%.1f s at the generator)", job_id, result.elapsed)

@@ -122,7 +122,7 @@ def _modal_value(data: dict[str, Any], custom_id: str) -> str | None:
 
 
 async def delete(interaction: Interaction, job_id: int) -> None:
-    """The requester or a moderator removes the result message."""
+    """The requester or a moderator removes the result: its message, and the others when it was split."""
     job = await _job_here(interaction, job_id)
     if job is None:
         return
@@ -130,11 +130,22 @@ async def delete(interaction: Interaction, job_id: int) -> None:
         await refuse(interaction, "Only the member who asked for this image, or a moderator, can delete it.")
         return
     await interaction.response.defer()
-    if interaction.message is not None:
+    if interaction.message is None:
+        return
+    messages: list[discord.PartialMessage | discord.Message] = [interaction.message]
+    if interaction.message.id == job.result_message_id and job.result_channel_id is not None:
+        channel = interaction.client.get_partial_messageable(job.result_channel_id, guild_id=job.guild_id)
+        messages.extend(channel.get_partial_message(message_id) for message_id in job.result_extra_message_ids)
+    failed = False
+    for message in messages:
         try:
-            await interaction.message.delete()
+            await message.delete()
+        except discord.NotFound:
+            pass  # already gone
         except discord.HTTPException as error:
-            log.info("job %s: deleting the result failed: %s", job_id, error)
-            await interaction.followup.send(
-                "I could not delete that message.", ephemeral=True, allowed_mentions=_render.NO_PINGS
-            )
+            log.info("job %s: deleting result message %s failed: %s", job_id, message.id, error)
+            failed = True
+    if failed:
+        await interaction.followup.send(
+            "I could not delete all of that result.", ephemeral=True, allowed_mentions=_render.NO_PINGS
+        )

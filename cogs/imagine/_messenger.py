@@ -269,6 +269,7 @@ class JobMessenger:
     async def _deliver_on_token(self, job: Job, delivery: Delivery) -> DeliveryReceipt:
         webhook = self.webhook(job)
         first_id: int | None = None
+        extra_ids: list[int] = []
         messages = _messages_for(job, delivery)
         for number, (content, embed, images) in enumerate(messages):
             files = _files(delivery, images)
@@ -284,18 +285,19 @@ class JobMessenger:
                 )
                 first_id = message.id
             else:
-                await webhook.send(
+                extra = await webhook.send(
                     content=content or discord.utils.MISSING,
                     embed=embed,
                     files=files,
                     wait=True,
                     allowed_mentions=_render.NO_PINGS,
                 )
-        return DeliveryReceipt(job.channel_id, first_id)
+                extra_ids.append(extra.id)
+        return DeliveryReceipt(job.channel_id, first_id, tuple(extra_ids))
 
     async def _deliver_in_channel(self, job: Job, delivery: Delivery) -> DeliveryReceipt:
         channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
-        first_id: int | None = None
+        ids: list[int] = []
         for number, (content, embed, images) in enumerate(_messages_for(job, delivery)):
             lead = f"<@{job.user_id}>, your images are ready." if number == 0 else ""
             text = "\n".join(part for part in (lead, content or "") if part)
@@ -306,9 +308,8 @@ class JobMessenger:
                 view=result_view(job.id) if number == 0 else discord.utils.MISSING,
                 allowed_mentions=_requester_only(job.user_id) if number == 0 else _render.NO_PINGS,
             )
-            if first_id is None:
-                first_id = message.id
-        return DeliveryReceipt(job.channel_id, first_id)
+            ids.append(message.id)
+        return DeliveryReceipt(job.channel_id, ids[0] if ids else None, tuple(ids[1:]))
 
 
 def _token_dead(error: discord.HTTPException) -> bool:

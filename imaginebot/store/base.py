@@ -90,6 +90,8 @@ class Job:
     result_channel_id: int | None = None
     result_message_id: int | None = None
     status_message_id: int | None = None
+    # The result's other messages, when it had to be split (Discord caps one request at 25 MiB).
+    result_extra_message_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +224,7 @@ class Store(ABC):
         result_message_id: int | None,
         reported_credits: float | int | Decimal | None = None,
         generator_record_id: str | None = None,
+        result_extra_message_ids: Sequence[int] = (),
         now: datetime | None = None,
     ) -> bool:
         """Mark a queued or running job delivered (its reservation is kept). False if it had already finished."""

@@ -180,6 +180,7 @@ def _job(row: Any) -> Job:
         result_channel_id=row["result_channel_id"],
         result_message_id=row["result_message_id"],
         status_message_id=row["status_message_id"],
+        result_extra_message_ids=tuple(json.loads(row["result_extra_message_ids"] or "[]")),
     )
 
 
@@ -200,7 +201,7 @@ def _ledger_entry(row: Any) -> LedgerEntry:
 _JOB_COLUMNS = (
     "id, guild_id, channel_id, user_id, application_id, interaction_id, interaction_token, token_expires_at, "
     "options, cost, state, created_at, started_at, finished_at, error, reported_credits, generator_record_id, "
-    "result_channel_id, result_message_id, status_message_id"
+    "result_channel_id, result_message_id, status_message_id, result_extra_message_ids"
 )
 _LEDGER_COLUMNS = "id, guild_id, user_id, job_id, amount, reason, charged_at, created_at, actor_id"
 _SETTINGS_COLUMNS = (
@@ -415,13 +416,14 @@ class SqlStore(Store):
         result_message_id: int | None,
         reported_credits: float | int | Decimal | None = None,
         generator_record_id: str | None = None,
+        result_extra_message_ids: Sequence[int] = (),
         now: datetime | None = None,
     ) -> bool:
         async with self._connection() as conn:  # one atomic UPDATE, like mark_running
             updated = await conn.fetchval(
                 "UPDATE jobs SET state = 'delivered', finished_at = $2, result_channel_id = $3, "
                 "result_message_id = $4, reported_credits = COALESCE($5, reported_credits), "
-                "generator_record_id = COALESCE($6, generator_record_id) "
+                "generator_record_id = COALESCE($6, generator_record_id), result_extra_message_ids = $7 "
                 f"WHERE id = $1 AND state IN ({_PENDING}) RETURNING id",
                 job_id,
                 _moment(now),
@@ -429,6 +431,7 @@ class SqlStore(Store):
                 result_message_id,
                 _reported(reported_credits),
                 generator_record_id,
+                json.dumps([int(message_id) for message_id in result_extra_message_ids]),
             )
         if updated is None:
             log.warning("job %s was not delivered: it had already finished or does not exist", job_id)

@@ -106,3 +106,15 @@ async def test_large_images_that_each_fit_are_split_across_messages_under_the_re
         assert sum(a.size for a in message.attachments) < 25 * 1024 * 1024
     assert "Part 1 of" in content_of(interaction)
     assert not [e for e in world.discord.protocol_errors if e.startswith("40005")]
+
+    # Delete under the first part removes the whole result, every part of it.
+    first = messages[0]
+    [delete_id] = [
+        button["custom_id"]
+        for row in first.components
+        for button in row.get("components", [])
+        if button.get("label") == "Delete"
+    ]
+    click = await world.discord.click(world.member, world.channel, first, delete_id)
+    await click.wait_for_callback(timeout=3)
+    await world.discord.wait_for(lambda: all(m.deleted for m in messages), timeout=10, what="every part deleted")

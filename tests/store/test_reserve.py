@@ -178,6 +178,20 @@ async def test_delivered_job_is_kept_and_cannot_be_refunded(store: Store, new_jo
     assert await store.usage(guild_id=GUILD, user_id=USER, period="day", now=NOW) == 300
 
 
+async def test_a_split_results_other_messages_are_kept(store: Store, new_job: NewJobFactory) -> None:
+    job_id = await reserved(store, new_job(), [])
+    big = 1_234_567_890_123_456_789  # snowflakes need 64 bits
+    assert await store.mark_delivered(
+        job_id, result_channel_id=77, result_message_id=88, result_extra_message_ids=[big, big + 1], now=NOW
+    )
+    job = await store.get_job(job_id)
+    assert job is not None and job.result_extra_message_ids == (big, big + 1)
+    other = await reserved(store, new_job(), [])
+    assert await store.mark_delivered(other, result_channel_id=77, result_message_id=89, now=NOW)
+    job = await store.get_job(other)
+    assert job is not None and job.result_extra_message_ids == ()
+
+
 async def test_cancelled_queued_job_is_refunded_and_never_runs(store: Store, new_job: NewJobFactory) -> None:
     job_id = await reserved(store, new_job(cost=200), [])
     assert await store.fail_job(job_id, state="cancelled", error="cancelled by a moderator", actor_id=42, now=NOW)
