@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from bench.measure import machine_cpu_seconds, own_cpu_seconds, process_cpu_seconds
-from tests.botenv import API_KEY, BOT_TOKEN, CONTRACT_VARIABLES, REPO
+from tests.botenv import REPO, bot_environment
 from tests.fakes.discord import FakeChannel, FakeDiscord, FakeGuild, FakeInteraction, FakeMember, RecordedRequest
 from tests.fakes.onemin import FakeOneMin
 
@@ -206,22 +206,16 @@ class BenchWorld:
 
     def bot_env(self, **settings: str) -> dict[str, str]:
         """The bot's environment: pointed at the fakes, a fresh SQLite file, and ``settings`` on top."""
-        env = {key: value for key, value in os.environ.items() if key not in CONTRACT_VARIABLES}
-        env.update({key: "" for key in CONTRACT_VARIABLES})  # an operator's .env must not leak in
-        env.update(
-            DISCORD_TOKEN=BOT_TOKEN,
-            ONEMIN_API_KEY=API_KEY,
-            ONEMIN_API_URL=self.onemin.api_url,
-            ONEMIN_ASSET_URL=self.onemin.asset_url,
-            DISCORD_API_URL=self.discord.api_url,
-            DISCORD_GATEWAY_URL=self.discord.gateway_url,
-            DATABASE_URL=f"sqlite:///{self.workdir / 'bench.db'}",
-            DISCORD_GUILD_ID=str(self.guild.id),
-            PYTHONUNBUFFERED="1",
-            BENCH_STATS_PATH=str(self.workdir / "bot-stats.json"),
+        return bot_environment(
+            self.discord,
+            self.onemin,
+            self.workdir / "bench.db",
+            **{
+                "DISCORD_GUILD_ID": str(self.guild.id),
+                "BENCH_STATS_PATH": str(self.workdir / "bot-stats.json"),
+                **settings,
+            },
         )
-        env.update(settings)
-        return env
 
     async def start_bot(self, env: dict[str, str], cpus: set[int] | None = None) -> BotProcess:
         """Start the instrumented bot and wait until it is connected and its commands are synced."""

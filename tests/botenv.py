@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 BOT_TOKEN = "fake-bot-token-that-must-never-be-logged"
@@ -28,3 +30,24 @@ CONTRACT_VARIABLES = (
     "MAX_CONCURRENT_JOBS",
     "MAX_JOBS_PER_MEMBER",
 )
+
+
+def bot_environment(discord: Any, onemin: Any, database: Path, **overrides: str) -> dict[str, str]:
+    """The bot's environment pointed at a fake Discord and a fake 1min.ai, with its own SQLite file.
+
+    Every contract variable is set (empty = unset), so an operator's .env in the repository cannot leak in.
+    """
+    env = {key: value for key, value in os.environ.items() if key not in CONTRACT_VARIABLES}
+    env.update({key: "" for key in CONTRACT_VARIABLES})
+    env.update(
+        DISCORD_TOKEN=BOT_TOKEN,
+        ONEMIN_API_KEY=API_KEY,
+        ONEMIN_API_URL=onemin.api_url,
+        ONEMIN_ASSET_URL=onemin.asset_url,
+        DISCORD_API_URL=discord.api_url,
+        DISCORD_GATEWAY_URL=discord.gateway_url,
+        DATABASE_URL=f"sqlite:///{database}",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(overrides)
+    return env

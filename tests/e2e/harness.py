@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 from collections.abc import Callable
@@ -12,8 +11,9 @@ from typing import Any
 
 import discord as discordpy
 
-from tests.botenv import API_KEY, BOT_TOKEN, CONTRACT_VARIABLES, REPO
+from tests.botenv import REPO, bot_environment
 from tests.fakes.discord import FakeDiscord, FakeInteraction, FakeMessage
+from tests.fakes.discord.interactions import walk_components
 from tests.fakes.onemin import FakeOneMin
 
 MODERATOR_PERMISSIONS = discordpy.Permissions(
@@ -74,21 +74,9 @@ class World:
 
     def env(self, **overrides: str) -> dict[str, str]:
         """The bot's environment: pointed at the fakes, with a fresh database in the test's folder."""
-        env = {key: value for key, value in os.environ.items() if key not in CONTRACT_VARIABLES}
-        env.update({key: "" for key in CONTRACT_VARIABLES})
-        env.update(
-            DISCORD_TOKEN=BOT_TOKEN,
-            ONEMIN_API_KEY=API_KEY,
-            ONEMIN_API_URL=self.onemin.api_url,
-            ONEMIN_ASSET_URL=self.onemin.asset_url,
-            DISCORD_API_URL=self.discord.api_url,
-            DISCORD_GATEWAY_URL=self.discord.gateway_url,
-            DATABASE_URL=f"sqlite:///{self.database}",
-            DISCORD_GUILD_ID=str(self.guild.id),
-            PYTHONUNBUFFERED="1",
+        return bot_environment(
+            self.discord, self.onemin, self.database, **{"DISCORD_GUILD_ID": str(self.guild.id), **overrides}
         )
-        env.update(overrides)
-        return env
 
     async def start_bot(self, **overrides: str) -> BotProcess:
         """Start ``python bot.py`` and wait until it is connected and its commands are synced."""
@@ -133,6 +121,15 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 30, what: s
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+def button_id(message: FakeMessage | None, label: str) -> str:
+    """The custom_id of the button labelled ``label`` on a message."""
+    assert message is not None, "no message"
+    for component in walk_components(message.components):
+        if component.get("type") == 2 and component.get("label") == label:
+            return str(component["custom_id"])
+    raise AssertionError(f"no {label!r} button on message {message.id}: {message.components}")
 
 
 def has_attachments(count: int) -> Callable[[FakeInteraction], bool]:

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from tests.e2e.harness import World, has_attachments, wait_until
+from tests.e2e.harness import World, button_id, has_attachments, wait_until
 from tests.fakes.discord import FakeInteraction, FakeMember, FakeMessage
 from tests.fakes.discord.interactions import walk_components
 
 EPHEMERAL = 64
 MESSAGE, DEFERRED_MESSAGE, DEFERRED_UPDATE, MODAL = 4, 5, 6, 9
-
-
-def button_id(message: FakeMessage | None, label: str) -> str:
-    """The custom_id of the button labelled ``label`` on a message."""
-    assert message is not None, "no message"
-    for component in walk_components(message.components):
-        if component.get("type") == 2 and component.get("label") == label:
-            return str(component["custom_id"])
-    raise AssertionError(f"no {label!r} button on message {message.id}: {message.components}")
 
 
 def sent(world: World) -> list[dict[str, object]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.harness import World, content_of, has_attachments
+from tests.e2e.harness import World, button_id, content_of, has_attachments
 from tests.fakes.discord import InvalidCommandInput
 
 GUILD_CONTEXT = 0
@@ -109,12 +109,6 @@ async def test_large_images_that_each_fit_are_split_across_messages_under_the_re
 
     # Delete under the first part removes the whole result, every part of it.
     first = messages[0]
-    [delete_id] = [
-        button["custom_id"]
-        for row in first.components
-        for button in row.get("components", [])
-        if button.get("label") == "Delete"
-    ]
-    click = await world.discord.click(world.member, world.channel, first, delete_id)
+    click = await world.discord.click(world.member, world.channel, first, button_id(first, "Delete"))
     await click.wait_for_callback(timeout=3)
     await world.discord.wait_for(lambda: all(m.deleted for m in messages), timeout=10, what="every part deleted")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tests.e2e.harness import World, content_of, has_attachments, wait_until
+from tests.e2e.harness import World, button_id, content_of, has_attachments, wait_until
 from tests.fakes.discord import FakeInteraction, FakeMessage
 from tests.fakes.discord.interactions import walk_components
 
@@ -13,15 +13,6 @@ EPHEMERAL = 64
 # The messenger's minimum spacing of queue-position edits of one job (cogs/imagine/_messenger.py), with slack
 # for the fake's clock: two position edits of one job closer than this break the rate limit.
 MIN_EDIT_SPACING = 4.0
-
-
-def button_id(message: FakeMessage | None, label: str) -> str:
-    """The custom_id of the button labelled ``label`` on a message."""
-    assert message is not None, "no message"
-    for component in walk_components(message.components):
-        if component.get("type") == 2 and component.get("label") == label:
-            return str(component["custom_id"])
-    raise AssertionError(f"no {label!r} button on message {message.id}: {message.components}")
 
 
 def has_button(message: FakeMessage | None, label: str) -> bool:
