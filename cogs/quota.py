@@ -13,7 +13,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs.members import moderators_only, role_ids, role_mention
-from imaginebot.credits import CreditsFormatError, format_credits, parse_credits
+from imaginebot.credits import CreditsFormatError, credits_text, format_credits, parse_credits
 from imaginebot.limits import Limit, ResolvedLimit
 from imaginebot.periods import Period, discord_timestamp, period_bounds
 
@@ -25,11 +25,6 @@ Interaction = discord.Interaction["ImagineBot"]
 NO_PINGS = discord.AllowedMentions.none()
 PeriodChoice = Literal["day", "week", "month"]
 CreditsOption = app_commands.Range[float, 0, 1_000_000_000]
-
-
-def credits_text(hundredths: int) -> str:
-    """``1 credit`` / ``2.5 credits``."""
-    return f"{format_credits(hundredths)} credit" + ("" if hundredths == 100 else "s")
 
 
 def limit_text(limit: Limit) -> str:

@@ -10,7 +10,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs.members import moderators_only, role_mention
-from cogs.quota import limit_text
+from cogs.quota import limit_text, say
 from imaginebot.blocked_words import WordListError, parse_word_list
 from imaginebot.options import MAX_COUNT
 from imaginebot.sizes import SizeError, check_size
@@ -20,13 +20,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 Interaction = discord.Interaction["ImagineBot"]
-NO_PINGS = discord.AllowedMentions.none()
 MAX_BLOCKED_ENTRIES = 500
-
-
-async def say(interaction: Interaction, message: str) -> None:
-    """Every settings answer is ephemeral and pings nobody."""
-    await interaction.response.send_message(message, ephemeral=True, allowed_mentions=NO_PINGS)
 
 
 @app_commands.guild_only()

@@ -144,3 +144,8 @@ def format_credits(hundredths: int) -> str:
     if fraction == 0:
         return f"{sign}{whole}"
     return f"{sign}{whole}.{fraction:02d}".rstrip("0")
+
+
+def credits_text(hundredths: int) -> str:
+    """An amount in words: ``1 credit``, ``2.5 credits``."""
+    return f"{format_credits(hundredths)} credit" + ("" if hundredths == 100 else "s")

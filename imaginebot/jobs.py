@@ -10,7 +10,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -398,16 +398,6 @@ def _remove_files(workdir: Path, downloads: list[Path | None]) -> None:
     for path in downloads:
         if path is not None:
             path.unlink(missing_ok=True)
-
-
-def utc_now() -> datetime:
-    """The current time in UTC."""
-    return datetime.now(UTC)
-
-
-def remaining(refused: Refused) -> int:
-    """Credits left under the limit that refused a request."""
-    return max(0, refused.limit.credits - refused.used)
 
 
 __all__: Sequence[str] = (

@@ -73,7 +73,7 @@ class JobMessenger:
         if _token_dead(error):
             self._dead_tokens.add(job.id)
 
-    async def edit_status(self, job: Job, *, shows: str | None = None, **fields: Any) -> None:
+    async def edit_status(self, job: Job, *, shows: str | None = None, **fields: Any) -> discord.WebhookMessage:
         """Edit the job's status message (the interaction's original response)."""
         self._cancel_pending(job.id)
         self._last_edit[job.id] = time.monotonic()
@@ -81,7 +81,7 @@ class JobMessenger:
             self._shown[job.id] = shows
         message_id: Any = job.status_message_id or "@original"
         try:
-            await self.webhook(job).edit_message(message_id, allowed_mentions=_render.NO_PINGS, **fields)
+            return await self.webhook(job).edit_message(message_id, allowed_mentions=_render.NO_PINGS, **fields)
         except discord.HTTPException as error:
             self._note_refusal(job, error)
             raise
@@ -275,13 +275,8 @@ class JobMessenger:
             files = _files(delivery, images)
             view = result_view(job.id) if number == 0 else discord.utils.MISSING
             if number == 0:
-                message = await webhook.edit_message(
-                    job.status_message_id or "@original",  # type: ignore[arg-type]
-                    content=content,
-                    embed=embed,
-                    attachments=files,
-                    view=view,
-                    allowed_mentions=_render.NO_PINGS,
+                message = await self.edit_status(
+                    job, shows="delivered", content=content, embed=embed, attachments=files, view=view
                 )
                 first_id = message.id
             else:

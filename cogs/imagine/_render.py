@@ -6,7 +6,7 @@ from datetime import datetime
 
 import discord
 
-from imaginebot.credits import format_credits
+from imaginebot.credits import credits_text
 from imaginebot.delivery import DeliverableImage
 from imaginebot.jobs import Delivery
 from imaginebot.options import ImagineOptions
@@ -33,12 +33,6 @@ def escaped_prompt(prompt: str, limit: int = PROMPT_ECHO_LIMIT) -> str:
         if len(escaped) <= limit:
             return escaped
     return "…"
-
-
-def credits_text(hundredths: int) -> str:
-    """``1 credit`` / ``2.5 credits``."""
-    text = format_credits(hundredths)
-    return f"{text} credit" if hundredths == 100 else f"{text} credits"
 
 
 def describe(options: ImagineOptions) -> str:
@@ -99,7 +93,7 @@ def link_lines(images: list[DeliverableImage]) -> str:
 
 def over_quota_message(refused: Refused, cost: int) -> str:
     """Why a request was refused by a limit or budget, what it costs and when the limit resets."""
-    left = max(0, refused.limit.credits - refused.used)
+    left = refused.remaining
     resets = discord_timestamp(refused.resets_at)
     cost_text = f"This request costs {credits_text(cost)}"
     if refused.scope == "member":

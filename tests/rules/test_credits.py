@@ -13,6 +13,7 @@ from imaginebot.credits import (
     HUNDREDTHS,
     CreditsFormatError,
     QualityWeights,
+    credits_text,
     format_credits,
     parse_credits,
     request_cost,
@@ -194,3 +195,13 @@ def test_parse_then_format_round_trips(value: Decimal) -> None:
     hundredths = parse_credits(str(value))
     assert Decimal(format_credits(hundredths)) == value
     assert hundredths == int(value * 100)
+
+
+def test_credits_in_words() -> None:
+    assert [credits_text(h) for h in (100, 150, 25, 0, 1000)] == [
+        "1 credit",
+        "1.5 credits",
+        "0.25 credits",
+        "0 credits",
+        "10 credits",
+    ]
