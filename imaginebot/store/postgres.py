@@ -10,7 +10,7 @@ from types import MappingProxyType
 
 import asyncpg
 
-from imaginebot.store.sql import Connection, SqlStore
+from imaginebot.store.sql import Connection, SqlStore, Statement
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +101,9 @@ class PostgresStore(SqlStore):
         async with self._connected().acquire() as conn:
             yield conn
 
-    async def _lock_guild(self, conn: Connection, guild_id: int, *, everyone: bool) -> None:
-        if everyone:
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _GLOBAL_KEY)
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", advisory_lock_key(f"imaginebot:guild:{guild_id}"))
+    def _guild_lock_statements(self, guild_id: int, *, everyone: bool) -> list[Statement]:
+        guild = Statement("SELECT pg_advisory_xact_lock($1)", (advisory_lock_key(f"imaginebot:guild:{guild_id}"),))
+        return [Statement("SELECT pg_advisory_xact_lock($1)", (_GLOBAL_KEY,)), guild] if everyone else [guild]
 
     async def _lock_migrations(self, conn: Connection) -> None:
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATIONS_KEY)

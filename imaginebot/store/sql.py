@@ -55,6 +55,14 @@ class Connection(Protocol):
     async def fetchval(self, query: str, *args: Any) -> Any: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One SQL statement (``$n`` parameters) and its arguments, for ``SqlStore._atomically``."""
+
+    query: str
+    args: tuple[Any, ...] = ()
+
+
 # Migrations
 
 
@@ -298,9 +306,28 @@ class SqlStore(Store):
         """A connection for reads outside an explicit transaction."""
 
     @abstractmethod
+    def _guild_lock_statements(self, guild_id: int, *, everyone: bool) -> list[Statement]:
+        """Statements that serialise, until the transaction ends, with every other reservation in the guild
+        (and with every reservation in any guild when ``everyone``), so that limits are checked and spent as
+        one step. Empty when transactions are serialised anyway."""
+
     async def _lock_guild(self, conn: Connection, guild_id: int, *, everyone: bool) -> None:
-        """Serialise, until the transaction ends, with every other reservation in the guild (and with every
-        reservation in any guild when ``everyone``), so that limits are checked and spent as one step."""
+        """Take the guild's lock (see ``_guild_lock_statements``) inside the current transaction."""
+        for statement in self._guild_lock_statements(guild_id, everyone=everyone):
+            await conn.execute(statement.query, *statement.args)
+
+    async def _atomically(self, statements: Sequence[Statement]) -> list[list[Any]]:
+        """Run ``statements`` in order as one transaction and return each one's rows.
+
+        No Python decides anything between them, so a backend may send them together and commit them with
+        other callers' statements (the SQLite store does). Write them so that the transaction is right
+        whichever of them finds nothing to do: a later statement checks in SQL what an earlier one did.
+        """
+        if len(statements) == 1:  # one statement is a transaction by itself
+            async with self._connection() as conn:
+                return [list(await conn.fetch(statements[0].query, *statements[0].args))]
+        async with self._transaction() as conn:
+            return [list(await conn.fetch(statement.query, *statement.args)) for statement in statements]
 
     @abstractmethod
     async def _lock_migrations(self, conn: Connection) -> None:
@@ -348,24 +375,24 @@ class SqlStore(Store):
         ordered = sorted(checks, key=lambda check: SCOPES.index(check.scope))
         options = json.dumps(job.options, ensure_ascii=False)
 
-        async with self._transaction() as conn:
-            await self._lock_guild(conn, job.guild_id, everyone=any(check.scope == "global" for check in ordered))
-            if ordered:
-                params = _Params()
-                bounds = [period_bounds(check.limit.period, now) for check in ordered]
-                sums = [
-                    _usage_query(params, check.scope, job.guild_id, job.user_id, start, end)
-                    for check, (start, end) in zip(ordered, bounds, strict=True)
-                ]
-                row = await conn.fetchrow(f"SELECT {', '.join(sums)}", *params.values)
-                for index, (check, (_, end)) in enumerate(zip(ordered, bounds, strict=True)):
-                    used = int(row[index])
-                    if used + job.cost > check.limit.credits:
-                        return Refused(check.scope, check.limit, used, end)
-            row = await conn.fetchrow(
-                "INSERT INTO jobs (guild_id, channel_id, user_id, application_id, interaction_id, "
-                "interaction_token, token_expires_at, options, cost, state, created_at) "
-                f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10) RETURNING {_JOB_COLUMNS}",
+        # One transaction of statements that decide in SQL, so that the SQLite store sends it in one go and
+        # commits it together with the reservations that arrived beside it.
+        statements = self._guild_lock_statements(
+            job.guild_id, everyone=any(check.scope == "global" for check in ordered)
+        )
+        bounds = [period_bounds(check.limit.period, now) for check in ordered]
+        if ordered:
+            # What was used before this request: only read when a limit refuses it, to say which and by how much.
+            params = _Params()
+            sums = [
+                _usage_query(params, check.scope, job.guild_id, job.user_id, start, end)
+                for check, (start, end) in zip(ordered, bounds, strict=True)
+            ]
+            statements.append(Statement(f"SELECT {', '.join(sums)}", tuple(params.values)))
+        params = _Params()
+        values = ", ".join(
+            params(value)
+            for value in (
                 job.guild_id,
                 job.channel_id,
                 job.user_id,
@@ -377,11 +404,42 @@ class SqlStore(Store):
                 job.cost,
                 now,
             )
-            reserved = _job(row)
-            await conn.execute(
-                _INSERT_LEDGER, job.guild_id, job.user_id, reserved.id, job.cost, "reserve", now, now, None
+        )
+        fits = [
+            f"{_usage_query(params, check.scope, job.guild_id, job.user_id, start, end)} + {params(job.cost)} "
+            f"<= {params(check.limit.credits)}"
+            for check, (start, end) in zip(ordered, bounds, strict=True)
+        ]
+        statements.append(
+            Statement(
+                "INSERT INTO jobs (guild_id, channel_id, user_id, application_id, interaction_id, "
+                "interaction_token, token_expires_at, options, cost, created_at, state) "
+                f"SELECT {values}, 'queued' {'WHERE ' + ' AND '.join(fits) if fits else ''} "
+                f"RETURNING {_JOB_COLUMNS}",
+                tuple(params.values),
             )
-        return Reserved(reserved)
+        )
+        # Charge the job just inserted, found by its interaction through the (guild, user, created_at) index;
+        # nothing when the limits refused it. An interaction makes at most one job, and NOT EXISTS makes
+        # sure no job is ever charged twice.
+        statements.append(
+            Statement(
+                "INSERT INTO ledger (guild_id, user_id, job_id, amount, reason, charged_at, created_at, actor_id) "
+                "SELECT guild_id, user_id, id, cost, 'reserve', created_at, created_at, NULL FROM jobs "
+                "WHERE guild_id = $1 AND user_id = $2 AND created_at = $3 AND interaction_id = $4 "
+                "AND state = 'queued' AND NOT EXISTS (SELECT 1 FROM ledger WHERE ledger.job_id = jobs.id)",
+                (job.guild_id, job.user_id, now, job.interaction_id),
+            )
+        )
+        results = await self._atomically(statements)
+        inserted = results[-2]
+        if inserted:
+            return Reserved(_job(inserted[0]))
+        used = results[-3][0] if ordered else ()
+        for index, (check, (_, end)) in enumerate(zip(ordered, bounds, strict=True)):
+            if int(used[index]) + job.cost > check.limit.credits:
+                return Refused(check.scope, check.limit, int(used[index]), end)
+        raise RuntimeError(f"job for interaction {job.interaction_id} was refused, but no limit is exceeded")
 
     async def usage(
         self,
@@ -399,14 +457,17 @@ class SqlStore(Store):
             return int(await conn.fetchval(f"SELECT {query}", *params.values))
 
     async def mark_running(self, job_id: int, *, now: datetime | None = None) -> bool:
-        # One atomic UPDATE: no explicit transaction needed (on SQLite, one trip to its thread instead of three).
-        async with self._connection() as conn:
-            updated = await conn.fetchval(
-                "UPDATE jobs SET state = 'running', started_at = $2 WHERE id = $1 AND state = 'queued' RETURNING id",
-                job_id,
-                _moment(now),
-            )
-        return updated is not None
+        # One atomic UPDATE (group-committed on SQLite with the others of the moment).
+        (updated,) = await self._atomically(
+            [
+                Statement(
+                    "UPDATE jobs SET state = 'running', started_at = $2 "
+                    "WHERE id = $1 AND state = 'queued' RETURNING id",
+                    (job_id, _moment(now)),
+                )
+            ]
+        )
+        return bool(updated)
 
     async def mark_delivered(
         self,
@@ -419,23 +480,28 @@ class SqlStore(Store):
         result_extra_message_ids: Sequence[int] = (),
         now: datetime | None = None,
     ) -> bool:
-        async with self._connection() as conn:  # one atomic UPDATE, like mark_running
-            updated = await conn.fetchval(
-                "UPDATE jobs SET state = 'delivered', finished_at = $2, result_channel_id = $3, "
-                "result_message_id = $4, reported_credits = COALESCE($5, reported_credits), "
-                "generator_record_id = COALESCE($6, generator_record_id), result_extra_message_ids = $7 "
-                f"WHERE id = $1 AND state IN ({_PENDING}) RETURNING id",
-                job_id,
-                _moment(now),
-                result_channel_id,
-                result_message_id,
-                _reported(reported_credits),
-                generator_record_id,
-                json.dumps([int(message_id) for message_id in result_extra_message_ids]),
-            )
-        if updated is None:
+        (updated,) = await self._atomically(  # one atomic UPDATE, like mark_running
+            [
+                Statement(
+                    "UPDATE jobs SET state = 'delivered', finished_at = $2, result_channel_id = $3, "
+                    "result_message_id = $4, reported_credits = COALESCE($5, reported_credits), "
+                    "generator_record_id = COALESCE($6, generator_record_id), result_extra_message_ids = $7 "
+                    f"WHERE id = $1 AND state IN ({_PENDING}) RETURNING id",
+                    (
+                        job_id,
+                        _moment(now),
+                        result_channel_id,
+                        result_message_id,
+                        _reported(reported_credits),
+                        generator_record_id,
+                        json.dumps([int(message_id) for message_id in result_extra_message_ids]),
+                    ),
+                )
+            ]
+        )
+        if not updated:
             log.warning("job %s was not delivered: it had already finished or does not exist", job_id)
-        return updated is not None
+        return bool(updated)
 
     async def fail_job(
         self,

@@ -18,7 +18,8 @@ from typing import Any
 
 import aiosqlite
 
-from imaginebot.store.sql import Connection, SqlStore
+from imaginebot.store.group_commit import GroupCommit
+from imaginebot.store.sql import Connection, SqlStore, Statement
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,10 @@ def _sqlite_value(value: Any) -> Any:
     if isinstance(value, Decimal):
         return str(value)
     return value
+
+
+def _prepared(query: str, args: Sequence[Any]) -> tuple[str, list[Any]]:
+    return _sqlite_query(query), [_sqlite_value(arg) for arg in args]
 
 
 def split_statements(script: str) -> list[str]:
@@ -65,7 +70,7 @@ class _SqliteConnection:
 
     async def _run(self, query: str, args: Sequence[Any]) -> list[sqlite3.Row]:
         # execute_fetchall runs and drains the statement in one trip to aiosqlite's thread.
-        rows = await self._db.execute_fetchall(_sqlite_query(query), [_sqlite_value(arg) for arg in args])
+        rows = await self._db.execute_fetchall(*_prepared(query, args))
         return list(rows)
 
     async def execute(self, query: str, *args: Any) -> None:
@@ -86,7 +91,8 @@ class _SqliteConnection:
 class SqliteStore(SqlStore):
     """The store in a SQLite file. One process per file: all work goes through one connection, one
     transaction at a time (an asyncio lock), and writes start with BEGIN IMMEDIATE so that another process
-    opening the same file waits instead of interleaving."""
+    opening the same file waits instead of interleaving. Transactions that need no Python between their
+    statements (reservations, job updates) are group-committed (``store/group_commit.py``)."""
 
     type_names = MappingProxyType(
         {"id_pk": "INTEGER PRIMARY KEY AUTOINCREMENT", "timestamp": "TEXT", "decimal": "TEXT"}
@@ -100,6 +106,7 @@ class SqliteStore(SqlStore):
         self._conn: _SqliteConnection | None = None
         # The connection is shared, so a transaction must not see another coroutine's statements.
         self._lock = asyncio.Lock()
+        self._group_commit = GroupCommit(self._lock, lambda: self._connected()[0])
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
@@ -144,6 +151,8 @@ class SqliteStore(SqlStore):
 
     async def close(self) -> None:
         """Close the connection (safe to call twice)."""
+        if self._db is not None:
+            await self._group_commit.drain()
         db, self._db, self._conn = self._db, None, None
         if db is not None:
             async with self._lock:
@@ -173,9 +182,13 @@ class SqliteStore(SqlStore):
         async with self._lock:
             yield self._connected()[1]
 
-    async def _lock_guild(self, conn: Connection, guild_id: int, *, everyone: bool) -> None:
+    def _guild_lock_statements(self, guild_id: int, *, everyone: bool) -> list[Statement]:
         # Nothing to add: the asyncio lock and BEGIN IMMEDIATE already make every write transaction exclusive.
-        return None
+        return []
+
+    async def _atomically(self, statements: Sequence[Statement]) -> list[list[Any]]:
+        self._connected()
+        return await self._group_commit.run([_prepared(statement.query, statement.args) for statement in statements])
 
     async def _lock_migrations(self, conn: Connection) -> None:
         # BEGIN IMMEDIATE already holds the database's write lock.

@@ -1,0 +1,102 @@
+"""The SQLite group commit: many transactions per batch, each caller gets its own rows or its own error."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiosqlite
+import pytest
+
+from imaginebot.store.group_commit import MAX_BATCH, GroupCommit
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
+    connection = await aiosqlite.connect(tmp_path / "t.db", isolation_level=None)
+    await connection.execute_fetchall("CREATE TABLE t (k INTEGER PRIMARY KEY, v INTEGER NOT NULL CHECK (v >= 0))")
+    yield connection
+    await connection.close()
+
+
+def writer(db: aiosqlite.Connection) -> GroupCommit:
+    return GroupCommit(asyncio.Lock(), lambda: db)
+
+
+def insert(key: int, value: int) -> tuple[str, tuple[int, int]]:
+    return ("INSERT INTO t (k, v) VALUES (?, ?) RETURNING k", (key, value))
+
+
+async def rows(db: aiosqlite.Connection) -> list[tuple[int, int]]:
+    return [tuple(row) for row in await db.execute_fetchall("SELECT k, v FROM t ORDER BY k")]
+
+
+async def test_transactions_arriving_together_are_committed_in_few_batches(db: aiosqlite.Connection) -> None:
+    commit = writer(db)
+
+    results = await asyncio.gather(
+        *(commit.run([insert(key, key), ("SELECT count(*) FROM t", ())]) for key in range(100))
+    )
+
+    # Each caller sees its own INSERT ... RETURNING, and the count includes everything committed before it.
+    assert [result[0][0][0] for result in results] == list(range(100))
+    assert [result[1][0][0] for result in results] == list(range(1, 101))
+    assert await rows(db) == [(key, key) for key in range(100)]
+    assert commit.batches <= 1 + -(-100 // MAX_BATCH)
+    assert not db.in_transaction
+
+
+async def test_a_failing_statement_fails_only_its_caller(db: aiosqlite.Connection) -> None:
+    commit = writer(db)
+    # The bad caller's first statement succeeds and its second breaks the CHECK: neither may stay.
+    bad = [insert(1000, 1), insert(1001, -1)]
+
+    results = await asyncio.gather(
+        *(commit.run([insert(key, key)]) for key in range(7)),
+        commit.run(bad),
+        *(commit.run([insert(key, key)]) for key in range(7, 14)),
+        return_exceptions=True,
+    )
+
+    assert isinstance(results[7], sqlite3.IntegrityError)
+    assert all(isinstance(result, list) for index, result in enumerate(results) if index != 7)
+    assert await rows(db) == [(key, key) for key in range(14)]
+    assert commit.batches == 2  # the failed batch, then the others again
+    assert not db.in_transaction
+
+
+async def test_a_caller_that_stops_waiting_does_not_hold_up_the_others(db: aiosqlite.Connection) -> None:
+    commit = writer(db)
+    impatient = asyncio.create_task(commit.run([insert(1, 1)]))
+    others = [asyncio.create_task(commit.run([insert(key, key)])) for key in range(2, 6)]
+    await asyncio.sleep(0)
+    impatient.cancel()
+
+    await asyncio.gather(*others)
+    await commit.drain()
+
+    # The transaction was already queued: it is committed, as a crash right after it would also leave it.
+    assert await rows(db) == [(key, key) for key in range(1, 6)]
+
+
+async def test_drain_waits_for_everything_queued(db: aiosqlite.Connection) -> None:
+    commit = writer(db)
+    tasks = [asyncio.create_task(commit.run([insert(key, key)])) for key in range(30)]
+    await asyncio.sleep(0)
+
+    await commit.drain()
+
+    assert all(task.done() for task in tasks)
+    assert len(await rows(db)) == 30
+
+
+async def test_a_burst_is_split_into_batches_of_at_most_max_batch(db: aiosqlite.Connection) -> None:
+    commit = writer(db)
+
+    await asyncio.gather(*(commit.run([insert(key, key)]) for key in range(5 * MAX_BATCH)))
+
+    # All were queued before the writer first ran: full batches.
+    assert commit.batches == 5
+    assert len(await rows(db)) == 5 * MAX_BATCH
