@@ -71,18 +71,19 @@ class PySpy:
 
     FORMATS: ClassVar[dict[str, str]] = {".svg": "flamegraph", ".json": "speedscope", ".txt": "raw"}
 
-    def __init__(self, binary: str, output: Path, pid: int, *, gil_only: bool = False) -> None:
+    def __init__(self, binary: str, output: Path, pid: int, *, gil_only: bool = False, rate: int = 250) -> None:
         self.binary = binary
+        self.rate = rate
         self.output = output
         self.pid = pid
         self.gil_only = gil_only
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
-        """Attach (sampling 250 times a second, without pausing the bot) and give it a moment to start."""
+        """Attach (sampling ``rate`` times a second, without pausing the bot) and give it a moment to start."""
         fmt = self.FORMATS.get(self.output.suffix, "flamegraph")
         command = [self.binary, "record", "--pid", str(self.pid), "-o", str(self.output), "-f", fmt]
-        command += ["-r", "250", "--nonblocking", "--threads"] + (["--gil"] if self.gil_only else [])
+        command += ["-r", str(self.rate), "--nonblocking", "--threads"] + (["--gil"] if self.gil_only else [])
         self.process = await asyncio.create_subprocess_exec(
             *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
         )
@@ -153,7 +154,11 @@ async def burst(world: BenchWorld, bot: BotProcess, plan: list[Request], args: a
     world.onemin.generations.clear()
     world.onemin.arrived = 0
     run_memory = process_memory_kib(bot.pid)
-    spy = PySpy(args.py_spy_bin, args.py_spy, bot.pid, gil_only=args.py_spy_gil) if args.py_spy else None
+    spy = (
+        PySpy(args.py_spy_bin, args.py_spy, bot.pid, gil_only=args.py_spy_gil, rate=args.py_spy_rate)
+        if args.py_spy
+        else None
+    )
     profiler = Profilers(bot, spy, cprofile=bool(args.cprofile))
     if args.profile_phase != "delivery":
         await profiler.start()
@@ -303,6 +308,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="sample only the thread holding the GIL (where the CPU goes, without time spent waiting for the GIL)",
     )
+    parser.add_argument("--py-spy-rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--py-spy-bin", default=shutil.which("py-spy") or "py-spy", help="the py-spy executable")
     parser.add_argument("--bot-log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     parser.add_argument("--json", type=Path, help="also write the report as JSON to FILE")

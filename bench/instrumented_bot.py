@@ -13,6 +13,7 @@ What is measured, without changing the bot's code (only discord.py hooks and a w
 - when each INTERACTION_CREATE was parsed and when its callback request left (``time.monotonic()``, the same
   clock in every process of the machine, so the benchmark can line them up with the fakes' records);
 - every Discord REST request the bot made: kind, start, end, status (no URL, no token, no header);
+- every garbage collection (generation, start, duration), through ``gc.callbacks``;
 - CPU time (getrusage) and the resident-set high-water mark (VmHWM) at exit.
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import cProfile
+import gc
 import hashlib
 import json
 import logging
@@ -90,6 +92,9 @@ class Instruments:
         # (kind, key, start, end, status): key = interaction id or token_key(), status -1 = no answer
         self.requests: list[tuple[str, str | None, float, float, int]] = []
         self.profile: cProfile.Profile | None = None
+        # (generation, start, seconds) of each cyclic garbage collection
+        self.collections: list[tuple[int, float, float]] = []
+        self._collection_began = 0.0
         self.profile_window: list[float] = []
         self.started_at = time.monotonic()
         self._stopping = threading.Event()
@@ -103,6 +108,7 @@ class Instruments:
         self.last_wake = time.monotonic()
         self._monitor = loop.create_task(self._measure_lag(), name="bench-loop-monitor")
         threading.Thread(target=self._watch_stalls, name="bench-stall-watchdog", daemon=True).start()
+        gc.callbacks.append(self._collection)
         if self.profile_path is not None:
             loop.add_signal_handler(signal.SIGUSR1, self.start_profile)
             loop.add_signal_handler(signal.SIGUSR2, self.stop_profile)
@@ -138,6 +144,13 @@ class Instruments:
                     "stack": [f"{_short(entry.filename)}:{entry.lineno} {entry.name}" for entry in summary],
                 }
             )
+
+    def _collection(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._collection_began = time.monotonic()
+        elif len(self.collections) < 100_000:
+            began = self._collection_began
+            self.collections.append((info["generation"], began, time.monotonic() - began))
 
     # -- profiling (SIGUSR1 / SIGUSR2 from the benchmark) ---------------------------------------------------------
 
@@ -200,6 +213,7 @@ class Instruments:
             "tick_at": list(self.tick_at),
             "tick_lag": list(self.tick_lag),
             "stall_stacks": self.stacks,
+            "collections": self.collections,
             "interactions_parsed": {str(k): v for k, v in self.interactions_parsed.items()},
             "callbacks_sent": {str(k): v for k, v in self.callbacks_sent.items()},
             "requests": self.requests,

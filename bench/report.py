@@ -154,7 +154,20 @@ def event_loop(stats: dict[str, Any], start: float, end: float) -> dict[str, Any
         "stalls_over_100ms": sum(1 for v in values if v > 0.100),
         "sampled_stacks": len(stacks),
         "common_stacks": [{"samples": count, "stack": list(stack)} for stack, count in common],
+        "collections": _collections(stats, start, end),
     }
+
+
+def _collections(stats: dict[str, Any], start: float, end: float) -> dict[int, dict[str, float]]:
+    """Garbage collections in the burst, per generation: how many, their total and their longest time."""
+    found: dict[int, dict[str, float]] = {}
+    for generation, began, seconds in stats.get("collections", []):
+        if start <= began <= end:
+            entry = found.setdefault(generation, {"count": 0, "total": 0.0, "max": 0.0})
+            entry["count"] += 1
+            entry["total"] += seconds
+            entry["max"] = max(entry["max"], seconds)
+    return dict(sorted(found.items()))
 
 
 def memory(run: Run, stats: dict[str, Any]) -> dict[str, float | None]:
@@ -332,6 +345,13 @@ def print_report(report: dict[str, Any], args: argparse.Namespace, out: Any = No
             f"lag {loop['lag'].ms()}; ticks late > 50 ms: {loop['stalls_over_50ms']}, > 100 ms: "
             f"{loop['stalls_over_100ms']} (of {loop['ticks']})"
         )
+        if loop.get("collections"):
+            parts = [
+                f"gen{generation} x{entry['count']:.0f} {entry['total'] * 1000:.1f} ms "
+                f"(longest {entry['max'] * 1000:.1f})"
+                for generation, entry in loop["collections"].items()
+            ]
+            say("  garbage collections: " + ", ".join(parts))
         for common in loop["common_stacks"]:
             say(f"  stalled in ({common['samples']} samples): " + " <- ".join(reversed(common["stack"][-4:])))
     mem = report["memory_mb"]

@@ -184,7 +184,7 @@ class JobService:
         return Accepted(job)
 
     def enqueue(self, job: Job) -> int | None:
-        """Queue an accepted job once the member has had the first response; returns its position (None: started)."""
+        """Queue an accepted job (it starts at once if there is room); returns its position (None: started)."""
         self._active[job.id] = job
         self.scheduler.submit(job.id, job.user_id)
         position = self.scheduler.position(job.id)
@@ -192,10 +192,15 @@ class JobService:
             self._pushed_positions[job.id] = position
         return position
 
-    async def abandon(self, job: Job, reason: str) -> None:
-        """Refund an accepted job that could not even be acknowledged on Discord."""
-        log.warning("job %s abandoned before it was queued: %s", job.id, reason)
+    async def abandon(self, job: Job, reason: str) -> bool:
+        """Take back and refund an accepted job that could not even be acknowledged on Discord, if it has not
+        started yet. False if it already went to the generator (it runs on: it is already paid for)."""
+        if not self.scheduler.cancel(job.id):
+            return False
+        log.warning("job %s abandoned before it started: %s", job.id, reason)
         await self.store.fail_job(job.id, state="cancelled", error=reason)
+        self._forget(job.id)
+        return True
 
     async def cancel(self, job_id: int) -> bool:
         """Cancel a queued job and refund it. False if it is no longer waiting (started or finished)."""

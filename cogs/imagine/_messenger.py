@@ -154,6 +154,25 @@ class JobMessenger:
             log.info("job %s: could not DM the requester either: %s", job.id, error)
             return False
 
+    def first_response(self, job: Job, position: int | None) -> dict[str, Any]:
+        """The fields of the job's first response: its status at this moment, generating (``position`` None) or
+        queued with its position and a Cancel button. Later status edits count from now."""
+        options = job_options(job)
+        self._last_edit[job.id] = time.monotonic()
+        fields: dict[str, Any] = {"allowed_mentions": _render.NO_PINGS}
+        if position is None:
+            self._shown[job.id] = "generating"
+            fields["content"] = _render.generating_status(job, options, datetime.now(UTC))
+        else:
+            self._shown[job.id] = "queued"
+            fields["content"] = _render.queued_status(job, options, position)
+            fields["view"] = discord.ui.View(timeout=None).add_item(CancelButton(job.id))
+        return fields
+
+    def token_refused(self, job: Job) -> None:
+        """Discord refused the job's first response: its token has no message to edit, so post elsewhere."""
+        self._dead_tokens.add(job.id)
+
     # -- JobEvents ----------------------------------------------------------------------------------------------
 
     async def on_queued(self, job: Job, position: int) -> None:
@@ -171,9 +190,10 @@ class JobMessenger:
         self._throttled(job, render)
 
     async def on_started(self, job: Job) -> None:
-        """The job went to the generator: swap the status, drop the Cancel button."""
+        """The job went to the generator: swap the status, drop the Cancel button (unless the first response
+        already said "generating")."""
         self._cancel_pending(job.id)
-        if not self.token_usable(job):
+        if self._shown.get(job.id) == "generating" or not self.token_usable(job):
             return
         content = _render.generating_status(job, job_options(job), datetime.now(UTC))
         await self.edit_status(job, shows="generating", content=content, view=None)

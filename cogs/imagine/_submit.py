@@ -1,4 +1,4 @@
-"""Accepting a request: reserve its cost, give the first response within Discord's 3 seconds, queue it."""
+"""Accepting a request: reserve its cost, queue it, and give the first response within Discord's 3 seconds."""
 
 from __future__ import annotations
 
@@ -76,12 +76,17 @@ async def accept(interaction: discord.Interaction[ImagineBot], options: ImagineO
         await refuse(interaction, _render.over_quota_message(outcome.refused, outcome.cost))
         return
     job = outcome.job
-    try:
-        # The deferred response becomes the job's status message; it is edited as "@original" from then on.
-        await interaction.response.defer(thinking=True)
-    except discord.HTTPException as error:
-        await bot.jobs.abandon(job, f"Discord refused the first response: {error}")
-        return
+    # Queued before the answer: a job with a free slot goes to the generator now, beside the answer, and the
+    # answer itself is the job's status ("generating", or "queued" with its position and a Cancel button), so
+    # no "thinking" placeholder has to be edited a moment later. From then on it is edited as "@original".
     position = bot.jobs.enqueue(job)
-    if position is not None:
-        await bot.messenger.on_queued(job, position)
+    try:
+        await interaction.response.send_message(**bot.messenger.first_response(job, position))
+    except discord.HTTPException as error:
+        if await bot.jobs.abandon(job, f"Discord refused the first response: {error}"):
+            return
+        # Already at the generator, so already paid for: the result goes to the channel with a mention.
+        bot.messenger.token_refused(job)
+        log.warning(
+            "job %s: Discord refused the first response (%s); it runs on and is posted in the channel", job.id, error
+        )

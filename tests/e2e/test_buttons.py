@@ -45,7 +45,7 @@ async def test_reroll_is_charged_to_whoever_clicks_and_checks_their_quota(world:
 
     reroll = await click(world, world.other, result, "Re-roll")
     callback = await reroll.wait_for_callback(timeout=3)
-    assert callback["type"] == DEFERRED_MESSAGE and not callback.get("data", {}).get("flags", 0) & EPHEMERAL
+    assert callback["type"] == MESSAGE and not callback.get("data", {}).get("flags", 0) & EPHEMERAL
     second = await result_of(reroll)
     assert sent(world)[1] == sent(world)[0]
     assert sent(world)[1]["size"] == "1536x1024" and sent(world)[1]["output_format"] == "webp"
@@ -78,7 +78,7 @@ async def test_edit_and_reroll_opens_the_prompt_and_runs_the_new_one(world: Worl
         world.other, world.channel, modal["custom_id"], {inputs[0]["custom_id"]: "a castle under the sea"}
     )
     callback = await submitted.wait_for_callback(timeout=3)
-    assert callback["type"] == DEFERRED_MESSAGE
+    assert callback["type"] == MESSAGE
     await result_of(submitted, 2)
     assert sent(world)[1] == {**sent(world)[0], "prompt": "a castle under the sea"}
     assert "9.5 credits left" in await world.quota_me(world.other)  # two low images: 0.5 credits

@@ -21,7 +21,9 @@ async def test_happy_path_two_images_arrive_with_the_asked_size(world: World) ->
     await world.start_bot()
     interaction = await world.imagine(prompt="a lighthouse at dusk", size="1536x1024", count=2)
     callback = await interaction.wait_for_callback(timeout=3)
-    assert callback["type"] == 5 and not interaction.ephemeral  # a public defer within 3 s
+    # Within 3 s, public, and already the job's status: it went to the generator at once.
+    assert callback["type"] == 4 and not interaction.ephemeral
+    assert "Generating" in callback["data"]["content"] and callback["data"]["allowed_mentions"] == {"parse": []}
     await interaction.wait_for(has_attachments(2), timeout=30)
 
     files = [attachment for message in interaction.messages for attachment in message.attachments]

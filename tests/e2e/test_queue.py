@@ -32,15 +32,21 @@ def prompts(world: World) -> list[str]:
     return [request["body"]["promptObject"]["prompt"] for request in world.onemin.requests]
 
 
-def status_edit_times(world: World, interaction: FakeInteraction, text: str) -> list[float]:
-    """When the bot edited the interaction's status to a text containing ``text`` (monotonic seconds)."""
-    return [
-        request.time
-        for request in world.discord.requests
-        if request.method == "PATCH"
-        and interaction.token in request.path
-        and text in ((request.json or {}).get("content") or "")
-    ]
+def status_times(world: World, interaction: FakeInteraction, text: str) -> list[float]:
+    """When the bot set the interaction's status (first response or edit) to a text containing ``text``
+    (monotonic seconds)."""
+    times = []
+    for request in world.discord.requests:
+        if interaction.token not in request.path:
+            continue
+        body = request.json or {}
+        if request.method == "POST" and request.path.endswith("/callback"):
+            body = body.get("data") or {}
+        elif request.method != "PATCH":
+            continue
+        if text in (body.get("content") or ""):
+            times.append(request.time)
+    return times
 
 
 def drop_expected_errors(world: World, *codes: str) -> None:
@@ -61,7 +67,9 @@ async def test_queued_jobs_show_their_position_and_move_up(world: World) -> None
     third = await world.imagine(world.moderator, prompt="third", quality="low")
     for interaction in (second, third):
         callback = await interaction.wait_for_callback(timeout=3)
-        assert callback["type"] == 5 and not callback.get("data", {}).get("flags", 0) & EPHEMERAL
+        # The first response is the public status itself: queued, with its position.
+        assert callback["type"] == 4 and not callback.get("data", {}).get("flags", 0) & EPHEMERAL
+        assert "queued" in callback["data"]["content"]
 
     await second.wait_for(lambda i: "queued" in status(i) and has_button(i.original, "Cancel"), timeout=5)
     await third.wait_for(lambda i: "queued" in status(i) and has_button(i.original, "Cancel"), timeout=5)
@@ -79,7 +87,7 @@ async def test_queued_jobs_show_their_position_and_move_up(world: World) -> None
     for interaction in (first, second, third):
         await interaction.wait_for(has_attachments(1), timeout=20)
     assert prompts(world) == ["first", "second", "third"]
-    queued_edits = status_edit_times(world, third, "queued")
+    queued_edits = status_times(world, third, "queued")
     assert len(queued_edits) == 2, queued_edits
     assert queued_edits[1] - queued_edits[0] >= MIN_EDIT_SPACING, queued_edits
 
@@ -207,6 +215,43 @@ async def test_expired_token_and_closed_channel_refund_and_tell_by_dm(world: Wor
     assert world.discord.channel_messages(locked) == []
     assert "10 credits left" in await world.quota_me()
     drop_expected_errors(world, "50027", "50013")
+
+
+async def test_refused_first_response_of_a_started_job_still_delivers_in_the_channel(world: World) -> None:
+    # The job went to the generator beside its first response, so it is paid for: the images must not be lost.
+    world.onemin.latency = 0.5
+    await world.start_bot()
+    world.discord.first_response_deadline = 0.0  # Discord answers 10062 to every first response
+    interaction = await world.imagine(prompt="a windmill in the rain", quality="low")
+
+    await world.discord.wait_for(
+        lambda: any(m.attachments for m in world.discord.channel_messages(world.channel)),
+        timeout=20,
+        what="the images in the channel",
+    )
+    lead = world.discord.channel_messages(world.channel)[0]
+    assert lead.mentions_would_ping == {world.member.mention}
+    assert interaction.callbacks == [] and len(world.onemin.requests) == 1
+    world.discord.first_response_deadline = 3.0
+    assert "9.75 credits left" in await world.quota_me()  # delivered, so charged
+    drop_expected_errors(world, "10062", "unanswered")
+
+
+async def test_refused_first_response_of_a_queued_job_refunds_it_and_never_generates(world: World) -> None:
+    world.onemin.latency = 3
+    await world.start_bot(MAX_CONCURRENT_JOBS="1")
+    running = await world.imagine(prompt="running", quality="low")
+    await wait_until(lambda: prompts(world) == ["running"], timeout=10, what="the first generation")
+    world.discord.first_response_deadline = 0.0
+    waiting = await world.imagine(world.other, prompt="never made", size="1536x1024")
+
+    await running.wait_for(has_attachments(1), timeout=20)
+    await asyncio.sleep(1.0)  # the slot is free now: a job still queued would have started
+    assert prompts(world) == ["running"]
+    assert waiting.callbacks == []
+    world.discord.first_response_deadline = 3.0
+    assert "10 credits left" in await world.quota_me(world.other)
+    drop_expected_errors(world, "10062", "unanswered")
 
 
 async def test_queued_job_survives_a_restart_and_cancel_still_works(world: World) -> None:

@@ -74,10 +74,10 @@ async def imagine_refused(world: World, member: FakeMember, prompt: str = "a qui
 async def imagine_accepted(
     world: World, member: FakeMember, prompt: str = "a quiet harbour", **options: Any
 ) -> FakeInteraction:
-    """``/imagine`` accepted (a public defer) and its images delivered."""
+    """``/imagine`` accepted (a public first response: its status) and its images delivered."""
     interaction = await world.imagine(member, prompt=prompt, **options)
     callback = await interaction.wait_for_callback(timeout=3)
-    assert callback["type"] == 5 and not interaction.ephemeral, f"/imagine {options} was refused: {callback}"
+    assert callback["type"] == 4 and not interaction.ephemeral, f"/imagine {options} was refused: {callback}"
     await interaction.wait_for(has_attachments(options.get("count", 1)), timeout=30)
     return interaction
 
