@@ -6,6 +6,8 @@ import asyncio
 import hashlib
 import json
 import logging
+import logging.handlers
+import queue
 import signal
 import sys
 from pathlib import Path
@@ -147,15 +149,23 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-def setup_logging(settings: Settings) -> None:
-    """Log to stderr, secrets masked on every record."""
+def setup_logging(settings: Settings) -> logging.handlers.QueueListener:
+    """Log to stderr, secrets masked on every record; stop the returned listener at exit to flush it.
+
+    Records are written by a thread of their own (QueueHandler -> QueueListener), so a burst of jobs does not
+    make the event loop wait for a write to stderr per log line.
+    """
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     handler.addFilter(RedactSecrets(settings.discord_token, settings.onemin_api_key))
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    listener = logging.handlers.QueueListener(records, handler)
+    listener.start()
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [logging.handlers.QueueHandler(records)]
     root.setLevel(settings.log_level)
     logging.getLogger("discord").setLevel(max(logging.INFO, logging.getLevelName(settings.log_level)))
+    return listener
 
 
 def point_discord_at(settings: Settings) -> None:
@@ -189,13 +199,15 @@ def main() -> int:
     except ConfigError as error:
         print(f"Cannot start: {error}", file=sys.stderr)
         return 2
-    setup_logging(settings)
+    listener = setup_logging(settings)
     point_discord_at(settings)
     try:
         asyncio.run(run(ImagineBot(settings), settings.discord_token))
     except discord.LoginFailure:
         log.error("Discord refused the bot token (DISCORD_TOKEN); check it in the developer portal")
         return 1
+    finally:
+        listener.stop()
     return 0
 
 

@@ -39,6 +39,10 @@ MAX_RATE_LIMITED_TRIES = 12
 DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
 # How often queued jobs' positions are recomputed and pushed out, at most.
 POSITION_REFRESH_SECONDS = 2.0
+# A small result is read into memory while it is checked (in a thread), so that posting it needs no file access
+# on the event loop: up to this many bytes per job, and this many across the bot (then files are streamed).
+IN_MEMORY_JOB_BYTES = 1024 * 1024
+IN_MEMORY_TOTAL_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +149,7 @@ class JobService:
         self._refresh_handle: asyncio.TimerHandle | None = None
         self._last_refresh = 0.0
         self._background: set[asyncio.Task[None]] = set()
+        self._in_memory_free = IN_MEMORY_TOTAL_BYTES
 
     def cost_of(self, options: ImagineOptions) -> int:
         """The request's cost in hundredths of a credit."""
@@ -253,6 +258,7 @@ class JobService:
         workdir = Path(self.spool_dir or tempfile.gettempdir()) / f"imagine-job-{job_id}-{secrets.token_hex(4)}"
         result: GenerationResult | None = None
         downloaded: list[DownloadedImage] = []
+        held_in_memory = 0
         started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         started.set_result(None)
         try:
@@ -271,11 +277,13 @@ class JobService:
                 )
                 for image in downloaded
             ]
+            held_in_memory = self._hold_in_memory(sum(image.size_bytes for image in downloaded))
             fitted = await fit_for_upload(
                 sources,
                 file_limit=upload_limit(job),
                 workdir=workdir,
                 preferred_format=options.output_format,
+                read_into_memory=held_in_memory > 0,
             )
             delivery = Delivery(
                 options=options,
@@ -319,7 +327,16 @@ class JobService:
             )
         finally:
             self._forget(job_id)
+            self._in_memory_free += held_in_memory
             await asyncio.to_thread(_remove_files, workdir, [image.path for image in downloaded])
+
+    def _hold_in_memory(self, size: int) -> int:
+        """Take ``size`` bytes of the in-memory allowance for a small result (0 if it is too big or none is
+        left); given back when the job ends."""
+        if not 0 < size <= IN_MEMORY_JOB_BYTES or size > self._in_memory_free:
+            return 0
+        self._in_memory_free -= size
+        return size
 
     async def _generate(self, job: Job, options: ImagineOptions) -> GenerationResult:
         """One POST; after a 429 only (the request was not taken) wait and send it again."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -364,7 +365,7 @@ def _files(delivery: Delivery, images: Sequence[DeliverableImage]) -> list[disco
     options = delivery.options
     return [
         discord.File(
-            image.path,
+            io.BytesIO(image.data) if image.data is not None else image.path,
             filename=image.filename,
             description=alt_text(options.prompt, image.index, options.count),
         )

@@ -57,6 +57,7 @@ async def fit_for_upload(
     file_limit: int,
     workdir: Path,
     preferred_format: OutputFormat,
+    read_into_memory: bool = False,
 ) -> list[DeliverableImage]:
     """Return one deliverable per source image, in the same order, each file at most ``file_limit`` bytes.
 
@@ -68,7 +69,9 @@ async def fit_for_upload(
 
     ``file_limit`` is the interaction's ``attachment_size_limit``. New files are written into ``workdir`` (created
     if missing), which the caller removes once the message is sent. Pillow runs in worker threads, at most
-    ``MAX_PARALLEL_FITS`` images being re-encoded at once across the whole bot.
+    ``MAX_PARALLEL_FITS`` images being re-encoded at once across the whole bot. With ``read_into_memory``, an image
+    left as it is also comes with its bytes (``data``, read in the same thread as its check), so that posting it
+    needs no file access on the event loop; the caller bounds how much that may be.
     """
     if file_limit <= 0:
         raise ValueError(f"file_limit must be positive, not {file_limit}")
@@ -76,7 +79,7 @@ async def fit_for_upload(
 
     async def fit(source: SourceImage) -> DeliverableImage:
         try:
-            ready = await asyncio.to_thread(_check_as_is, source, file_limit, preferred_format)
+            ready = await asyncio.to_thread(_check_as_is, source, file_limit, preferred_format, read_into_memory)
             if ready is not None:
                 return ready
             async with limiter:
@@ -107,7 +110,9 @@ def _fitting_limiter() -> asyncio.Semaphore:
     return limiter
 
 
-def _check_as_is(source: SourceImage, file_limit: int, preferred_format: OutputFormat) -> DeliverableImage | None:
+def _check_as_is(
+    source: SourceImage, file_limit: int, preferred_format: OutputFormat, read_into_memory: bool = False
+) -> DeliverableImage | None:
     """Deliver ``source`` untouched or as a link when it needs no re-encoding; ``None`` when it must be fitted."""
     if source.path is None:
         return _as_link(source, "could not be downloaded", preferred_format)
@@ -126,6 +131,11 @@ def _check_as_is(source: SourceImage, file_limit: int, preferred_format: OutputF
     if actual_size > file_limit:
         return None
     extension = _EXTENSIONS.get(image_format or "", _PREFERRED_EXTENSIONS[preferred_format])
+    try:
+        data = source.path.read_bytes() if read_into_memory else None
+    except OSError as exc:
+        log.warning("image %d could not be read into memory (%s); it is uploaded from its file", source.index, exc)
+        data = None
     return DeliverableImage(
         index=source.index,
         path=source.path,
@@ -136,6 +146,7 @@ def _check_as_is(source: SourceImage, file_limit: int, preferred_format: OutputF
         note=None,
         width=width,
         height=height,
+        data=data,
     )
 
 

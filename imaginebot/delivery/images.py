@@ -33,7 +33,8 @@ class DeliverableImage:
     ``filename`` is the name to give the attachment (``imagine-<index + 1>.<ext>``, the extension matching the
     file's actual format). ``note`` tells the member in plain words what was changed (re-encoded, scaled down,
     posted as a link) and is ``None`` when the image is delivered untouched. An image with neither ``path`` nor
-    ``link`` could not be delivered at all; its ``note`` says so.
+    ``link`` could not be delivered at all; its ``note`` says so. ``data`` is the file's content when it was
+    read beforehand (small files, see ``fit_for_upload``), so that uploading it needs no file access.
     """
 
     index: int
@@ -45,6 +46,7 @@ class DeliverableImage:
     note: str | None
     width: int | None
     height: int | None
+    data: bytes | None = None
 
     @property
     def is_upload(self) -> bool:

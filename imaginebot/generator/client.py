@@ -269,11 +269,11 @@ class GeneratorClient:
         )
 
     async def _spool(self, response: aiohttp.ClientResponse, suffix: str, prefix: str) -> tuple[Path, int]:
-        """Stream the body to a new temporary file; the file is removed again if anything goes wrong."""
-        try:
-            path, handle = await asyncio.to_thread(_open_spool_file, self._spool_dir, prefix, suffix)
-        except OSError as exc:
-            raise _FinalFetchError(f"could not create a temporary file: {exc}") from exc
+        """Stream the body to a new temporary file; the file is removed again if anything goes wrong.
+
+        The file is created with its first write, so an image under ``_FLUSH_AT`` costs one trip to a thread.
+        """
+        spool = _Spool(self._spool_dir, prefix, suffix)
         size = 0
         buffer = bytearray()
         try:
@@ -281,13 +281,11 @@ class GeneratorClient:
                 buffer += chunk
                 size += len(chunk)
                 if len(buffer) >= _FLUSH_AT:
-                    await asyncio.to_thread(handle.write, bytes(buffer))
+                    await asyncio.to_thread(spool.write, bytes(buffer))
                     buffer.clear()
-            if buffer:
-                await asyncio.to_thread(handle.write, bytes(buffer))
-            await asyncio.to_thread(handle.close)
+            path = await asyncio.to_thread(spool.finish, bytes(buffer))
         except BaseException as exc:
-            await asyncio.shield(asyncio.to_thread(_close_and_unlink, handle, path))
+            await asyncio.shield(asyncio.to_thread(spool.discard))
             if isinstance(exc, OSError) and not isinstance(exc, aiohttp.ClientError):
                 raise _FinalFetchError(f"could not write the image to disk: {exc}") from exc
             raise
@@ -327,18 +325,38 @@ def _suffix_of(url: str) -> str:
     return suffix if suffix in {".png", ".jpg", ".jpeg", ".webp"} else ".img"
 
 
-def _open_spool_file(directory: Path | None, prefix: str, suffix: str) -> tuple[Path, BinaryIO]:
-    if directory is not None:
-        directory.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
-    return Path(name), os.fdopen(fd, "wb")
+class _Spool:
+    """A temporary file written from a thread: created on the first write, closed by ``finish``."""
 
+    def __init__(self, directory: Path | None, prefix: str, suffix: str) -> None:
+        self._directory, self._prefix, self._suffix = directory, prefix, suffix
+        self._path: Path | None = None
+        self._handle: BinaryIO | None = None
 
-def _close_and_unlink(handle: BinaryIO, path: Path) -> None:
-    try:
-        handle.close()
-    finally:
-        _unlink(path)
+    def write(self, data: bytes) -> None:
+        """Append ``data``, creating the file first if needed."""
+        if self._handle is None:
+            if self._directory is not None:
+                self._directory.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=self._prefix, suffix=self._suffix, dir=self._directory)
+            self._path, self._handle = Path(name), os.fdopen(fd, "wb")
+        self._handle.write(data)
+
+    def finish(self, data: bytes) -> Path:
+        """Append the last bytes, close the file and return its path."""
+        self.write(data)
+        assert self._handle is not None and self._path is not None
+        self._handle.close()
+        return self._path
+
+    def discard(self) -> None:
+        """Close and remove the file, if it was created."""
+        try:
+            if self._handle is not None:
+                self._handle.close()
+        finally:
+            if self._path is not None:
+                _unlink(self._path)
 
 
 def _unlink(path: Path) -> None:

@@ -79,6 +79,20 @@ async def test_image_under_the_limit_is_left_as_it_is(tmp_path: Path, workdir: P
     assert image.note is None and image.link is None and image.link_expires_at is None
 
 
+async def test_read_into_memory_brings_the_bytes_of_untouched_images_only(tmp_path: Path, workdir: Path) -> None:
+    small = save_source(noise(64, 64), tmp_path / "small.png", index=0)
+    big = save_source(noise(1536, 1024), tmp_path / "big.png", index=1, compress_level=1)
+
+    untouched, refitted = await fit_for_upload(
+        [small, big], file_limit=1 * MiB, workdir=workdir, preferred_format="png", read_into_memory=True
+    )
+    [by_default] = await fit_for_upload([small], file_limit=1 * MiB, workdir=workdir, preferred_format="png")
+
+    assert untouched.data == small.path.read_bytes() and untouched.path == small.path
+    assert refitted.data is None and refitted.path is not None and refitted.path.parent == workdir
+    assert by_default.data is None
+
+
 async def test_untouched_filename_follows_the_actual_format(tmp_path: Path, workdir: Path) -> None:
     # The generator may not honour the asked format: the attachment's extension must match the bytes.
     source = save_source(noise(320, 200), tmp_path / "result.bin", image_format="JPEG")
