@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import json
 import logging
@@ -80,6 +81,7 @@ class ImagineBot(commands.Bot):
             await self.load_extension(extension)
         await self.sync_commands()
         await self.jobs.recover()
+        tune_garbage_collector()
 
     async def sync_commands(self) -> None:
         """Guild sync when DISCORD_GUILD_ID is set; otherwise a global sync only when the definitions changed."""
@@ -166,6 +168,19 @@ def setup_logging(settings: Settings) -> logging.handlers.QueueListener:
     root.setLevel(settings.log_level)
     logging.getLogger("discord").setLevel(max(logging.INFO, logging.getLevelName(settings.log_level)))
     return listener
+
+
+def tune_garbage_collector() -> None:
+    """Make the cyclic garbage collector cheap during a burst (measured with bench/burst.py).
+
+    Everything created during start-up lives as long as the bot: freezing it keeps the collector from walking
+    it again and again. A larger young generation means far fewer collections while hundreds of interactions
+    are handled at once (in a 500-member burst: 14 instead of ~200 collections, ~100 ms of CPU less), for at
+    most a few thousand extra short-lived objects held a little longer.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
 
 
 def point_discord_at(settings: Settings) -> None:
