@@ -400,6 +400,12 @@ def print_report(report: dict[str, Any], args: argparse.Namespace, out: Any = No
                 f"{fair['others_start'].s()} after the burst"
             )
             say(f"  heavy member's jobs that started before the last of them: {fair['heavy_jobs_before_last_other']}")
+    spec = report.get("spec_checked")
+    if spec:
+        say(
+            f"fake Discord checked {spec['checked']} of {spec['bodies']} request bodies against Discord's OpenAPI "
+            f"description (one in {spec['one_in']} per route during the burst, all before it)"
+        )
     fake = report["fake_discord"]
     if fake["protocol_errors"] or fake["spec_violations"] or report["generator_rejected"]:
         say()
