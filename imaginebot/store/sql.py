@@ -316,12 +316,14 @@ class SqlStore(Store):
         for statement in self._guild_lock_statements(guild_id, everyone=everyone):
             await conn.execute(statement.query, *statement.args)
 
-    async def _atomically(self, statements: Sequence[Statement]) -> list[list[Any]]:
+    async def _atomically(self, statements: Sequence[Statement], *, urgent: bool = False) -> list[list[Any]]:
         """Run ``statements`` in order as one transaction and return each one's rows.
 
         No Python decides anything between them, so a backend may send them together and commit them with
         other callers' statements (the SQLite store does). Write them so that the transaction is right
         whichever of them finds nothing to do: a later statement checks in SQL what an earlier one did.
+        ``urgent``: a step of work under way (a job starting or finishing), which a backend that queues
+        transactions lets ahead of new reservations.
         """
         if len(statements) == 1:  # one statement is a transaction by itself
             async with self._connection() as conn:
@@ -459,13 +461,14 @@ class SqlStore(Store):
     async def mark_running(self, job_id: int, *, now: datetime | None = None) -> bool:
         # One atomic UPDATE (group-committed on SQLite with the others of the moment).
         (updated,) = await self._atomically(
-            [
+            urgent=True,
+            statements=[
                 Statement(
                     "UPDATE jobs SET state = 'running', started_at = $2 "
                     "WHERE id = $1 AND state = 'queued' RETURNING id",
                     (job_id, _moment(now)),
                 )
-            ]
+            ],
         )
         return bool(updated)
 
@@ -481,7 +484,8 @@ class SqlStore(Store):
         now: datetime | None = None,
     ) -> bool:
         (updated,) = await self._atomically(  # one atomic UPDATE, like mark_running
-            [
+            urgent=True,
+            statements=[
                 Statement(
                     "UPDATE jobs SET state = 'delivered', finished_at = $2, result_channel_id = $3, "
                     "result_message_id = $4, reported_credits = COALESCE($5, reported_credits), "
@@ -497,7 +501,7 @@ class SqlStore(Store):
                         json.dumps([int(message_id) for message_id in result_extra_message_ids]),
                     ),
                 )
-            ]
+            ],
         )
         if not updated:
             log.warning("job %s was not delivered: it had already finished or does not exist", job_id)

@@ -186,9 +186,10 @@ class SqliteStore(SqlStore):
         # Nothing to add: the asyncio lock and BEGIN IMMEDIATE already make every write transaction exclusive.
         return []
 
-    async def _atomically(self, statements: Sequence[Statement]) -> list[list[Any]]:
+    async def _atomically(self, statements: Sequence[Statement], *, urgent: bool = False) -> list[list[Any]]:
         self._connected()
-        return await self._group_commit.run([_prepared(statement.query, statement.args) for statement in statements])
+        prepared = [_prepared(statement.query, statement.args) for statement in statements]
+        return await self._group_commit.run(prepared, urgent=urgent)
 
     async def _lock_migrations(self, conn: Connection) -> None:
         # BEGIN IMMEDIATE already holds the database's write lock.
