@@ -305,7 +305,14 @@ class JobService:
                     result_extra_message_ids=receipt.extra_message_ids,
                 )
             )
-            log.info("job %s delivered (%.1f s at the generator)", job_id, result.elapsed)
+            log.info(
+                "job %s delivered: generation %s, %d image(s) in %.1f s at the generator, reported credit %s",
+                job_id,
+                result.record_id,
+                result.image_count,
+                result.elapsed,
+                result.reported_credits,
+            )
             await self._notify(events.on_delivered(job, delivery, receipt), job)
         except GeneratorError as error:
             await started

@@ -158,7 +158,7 @@ class GeneratorClient:
             log.warning(
                 "generation %s returned %d image(s) for n=%d", result.record_id, result.image_count, request.count
             )
-        log.info(
+        log.debug(  # the job logs one line with these figures once its images are delivered
             "generation %s: %d image(s) in %.1f s, reported credit %s",
             result.record_id,
             result.image_count,
