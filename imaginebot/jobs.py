@@ -39,8 +39,8 @@ MAX_RATE_LIMITED_TRIES = 12
 DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
 # How often queued jobs' positions are recomputed and pushed out, at most.
 POSITION_REFRESH_SECONDS = 2.0
-# A small result is read into memory while it is checked (in a thread), so that posting it needs no file access
-# on the event loop: up to this many bytes per job, and this many across the bot (then files are streamed).
+# A small result is downloaded into memory and posted from there, never touching the disk: up to this many bytes
+# per job, and this many across the bot (beyond that, images are spooled to files and streamed).
 IN_MEMORY_JOB_BYTES = 1024 * 1024
 IN_MEMORY_TOTAL_BYTES = 64 * 1024 * 1024
 
@@ -259,6 +259,7 @@ class JobService:
         result: GenerationResult | None = None
         downloaded: list[DownloadedImage] = []
         held_in_memory = 0
+        left_files = True  # whether anything may be on disk to remove at the end
         started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         started.set_result(None)
         try:
@@ -266,7 +267,11 @@ class JobService:
             # The "generating" edit goes out beside the generation request instead of holding it up.
             started = asyncio.get_running_loop().create_task(self._notify(events.on_started(job), job))
             result = await self._generate(job, options)
-            downloaded = await self.generator.download(result)
+            held_in_memory = self._hold_in_memory(IN_MEMORY_JOB_BYTES)
+            downloaded = await self.generator.download(result, in_memory=held_in_memory)
+            kept = sum(len(image.data) for image in downloaded if image.data is not None)
+            self._in_memory_free += held_in_memory - kept
+            held_in_memory = kept
             sources = [
                 SourceImage(
                     index=image.index,
@@ -274,16 +279,19 @@ class JobService:
                     size_bytes=image.size_bytes,
                     fallback_url=image.source_url,
                     link_expires_at=image.link_expires_at,
+                    data=image.data,
                 )
                 for image in downloaded
             ]
-            held_in_memory = self._hold_in_memory(sum(image.size_bytes for image in downloaded))
             fitted = await fit_for_upload(
                 sources,
                 file_limit=upload_limit(job),
                 workdir=workdir,
                 preferred_format=options.output_format,
-                read_into_memory=held_in_memory > 0,
+            )
+            # Small images downloaded into memory and posted as they are never touch the disk.
+            left_files = any(image.path is not None for image in downloaded) or not all(
+                image.data is not None for image in fitted
             )
             delivery = Delivery(
                 options=options,
@@ -335,12 +343,12 @@ class JobService:
         finally:
             self._forget(job_id)
             self._in_memory_free += held_in_memory
-            await asyncio.to_thread(_remove_files, workdir, [image.path for image in downloaded])
+            if left_files:
+                await asyncio.to_thread(_remove_files, workdir, [image.path for image in downloaded])
 
     def _hold_in_memory(self, size: int) -> int:
-        """Take ``size`` bytes of the in-memory allowance for a small result (0 if it is too big or none is
-        left); given back when the job ends."""
-        if not 0 < size <= IN_MEMORY_JOB_BYTES or size > self._in_memory_free:
+        """Take ``size`` bytes of the bot-wide in-memory allowance (0 if that much is not left)."""
+        if size > self._in_memory_free:
             return 0
         self._in_memory_free -= size
         return size

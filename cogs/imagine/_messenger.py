@@ -370,5 +370,5 @@ def _files(delivery: Delivery, images: Sequence[DeliverableImage]) -> list[disco
             description=alt_text(options.prompt, image.index, options.count),
         )
         for image in images
-        if image.path is not None
+        if image.is_upload
     ]

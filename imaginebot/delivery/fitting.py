@@ -16,12 +16,13 @@ import tempfile
 import time
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 from PIL import Image
 
+from imaginebot.delivery.headers import image_header, webp_size
 from imaginebot.delivery.images import DeliverableImage, SourceImage
 from imaginebot.periods import discord_timestamp
 
@@ -57,7 +58,6 @@ async def fit_for_upload(
     file_limit: int,
     workdir: Path,
     preferred_format: OutputFormat,
-    read_into_memory: bool = False,
 ) -> list[DeliverableImage]:
     """Return one deliverable per source image, in the same order, each file at most ``file_limit`` bytes.
 
@@ -69,9 +69,9 @@ async def fit_for_upload(
 
     ``file_limit`` is the interaction's ``attachment_size_limit``. New files are written into ``workdir`` (created
     if missing), which the caller removes once the message is sent. Pillow runs in worker threads, at most
-    ``MAX_PARALLEL_FITS`` images being re-encoded at once across the whole bot. With ``read_into_memory``, an image
-    left as it is also comes with its bytes (``data``, read in the same thread as its check), so that posting it
-    needs no file access on the event loop; the caller bounds how much that may be.
+    ``MAX_PARALLEL_FITS`` images being re-encoded at once across the whole bot. A source held in memory (``data``)
+    is checked on the event loop from its header alone and, left as it is, stays in memory (no file at all); if
+    it must be re-encoded it is written into ``workdir`` first.
     """
     if file_limit <= 0:
         raise ValueError(f"file_limit must be positive, not {file_limit}")
@@ -79,7 +79,12 @@ async def fit_for_upload(
 
     async def fit(source: SourceImage) -> DeliverableImage:
         try:
-            ready = await asyncio.to_thread(_check_as_is, source, file_limit, preferred_format, read_into_memory)
+            if source.data is not None:
+                ready = _check_in_memory(source, file_limit)
+                if ready is not None:
+                    return ready
+                source = await asyncio.to_thread(_write_to_workdir, source, workdir)
+            ready = await asyncio.to_thread(_check_as_is, source, file_limit, preferred_format)
             if ready is not None:
                 return ready
             async with limiter:
@@ -110,9 +115,39 @@ def _fitting_limiter() -> asyncio.Semaphore:
     return limiter
 
 
-def _check_as_is(
-    source: SourceImage, file_limit: int, preferred_format: OutputFormat, read_into_memory: bool = False
-) -> DeliverableImage | None:
+def _check_in_memory(source: SourceImage, file_limit: int) -> DeliverableImage | None:
+    """Deliver an in-memory ``source`` untouched, from its header; None when it must be fitted or the header is
+    not one ``image_header`` knows (then Pillow decides, from a file)."""
+    assert source.data is not None
+    header = image_header(source.data)
+    if header is None or len(source.data) > file_limit:
+        return None
+    image_format, width, height = header
+    return DeliverableImage(
+        index=source.index,
+        path=None,
+        filename=_filename(source.index, _EXTENSIONS[image_format]),
+        size_bytes=len(source.data),
+        link=None,
+        link_expires_at=None,
+        note=None,
+        width=width,
+        height=height,
+        data=source.data,
+    )
+
+
+def _write_to_workdir(source: SourceImage, workdir: Path) -> SourceImage:
+    """The in-memory ``source`` as a file in ``workdir``, for Pillow; runs in a worker thread."""
+    assert source.data is not None
+    workdir.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(dir=workdir, prefix=f"imagine-source-{source.index + 1}-")
+    with os.fdopen(handle, "wb") as file:
+        file.write(source.data)
+    return replace(source, path=Path(name), data=None)
+
+
+def _check_as_is(source: SourceImage, file_limit: int, preferred_format: OutputFormat) -> DeliverableImage | None:
     """Deliver ``source`` untouched or as a link when it needs no re-encoding; ``None`` when it must be fitted."""
     if source.path is None:
         return _as_link(source, "could not be downloaded", preferred_format)
@@ -131,11 +166,6 @@ def _check_as_is(
     if actual_size > file_limit:
         return None
     extension = _EXTENSIONS.get(image_format or "", _PREFERRED_EXTENSIONS[preferred_format])
-    try:
-        data = source.path.read_bytes() if read_into_memory else None
-    except OSError as exc:
-        log.warning("image %d could not be read into memory (%s); it is uploaded from its file", source.index, exc)
-        data = None
     return DeliverableImage(
         index=source.index,
         path=source.path,
@@ -146,7 +176,6 @@ def _check_as_is(
         note=None,
         width=width,
         height=height,
-        data=data,
     )
 
 
@@ -157,18 +186,7 @@ def _webp_size(path: Path) -> tuple[int, int] | None:
     which stalls the event loop when hundreds of WebP results arrive at once.
     """
     with path.open("rb") as file:
-        head = file.read(30)
-    if len(head) < 30 or head[:4] != b"RIFF" or head[8:12] != b"WEBP":
-        return None
-    chunk = head[12:16]
-    if chunk == b"VP8 ":
-        return int.from_bytes(head[26:28], "little") & 0x3FFF, int.from_bytes(head[28:30], "little") & 0x3FFF
-    if chunk == b"VP8L":
-        b0, b1, b2, b3 = head[21:25]
-        return 1 + (((b1 & 0x3F) << 8) | b0), 1 + (((b3 & 0x0F) << 10) | (b2 << 2) | ((b1 & 0xC0) >> 6))
-    if chunk == b"VP8X":
-        return 1 + int.from_bytes(head[24:27], "little"), 1 + int.from_bytes(head[27:30], "little")
-    return None
+        return webp_size(file.read(30))
 
 
 @dataclass(frozen=True, slots=True)

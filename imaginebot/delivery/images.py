@@ -15,8 +15,9 @@ class SourceImage:
     """One generated image as downloaded, before it is fitted into Discord's limits.
 
     ``index`` is the image's 0-based position in the generator's result (``resultObject[index]``).
-    ``path`` is ``None`` when the image could not be downloaded: it must then be posted as ``fallback_url``
-    rather than be lost. ``link_expires_at`` is when ``fallback_url`` stops working, if known.
+    The image is in the file ``path``, or in memory (``data``, a small one). With neither, it could not be
+    downloaded: it must then be posted as ``fallback_url`` rather than be lost. ``link_expires_at`` is when
+    ``fallback_url`` stops working, if known.
     """
 
     index: int
@@ -24,6 +25,7 @@ class SourceImage:
     size_bytes: int
     fallback_url: str | None
     link_expires_at: datetime | None
+    data: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,9 +34,9 @@ class DeliverableImage:
 
     ``filename`` is the name to give the attachment (``imagine-<index + 1>.<ext>``, the extension matching the
     file's actual format). ``note`` tells the member in plain words what was changed (re-encoded, scaled down,
-    posted as a link) and is ``None`` when the image is delivered untouched. An image with neither ``path`` nor
-    ``link`` could not be delivered at all; its ``note`` says so. ``data`` is the file's content when it was
-    read beforehand (small files, see ``fit_for_upload``), so that uploading it needs no file access.
+    posted as a link) and is ``None`` when the image is delivered untouched. A small image may be attached from
+    memory (``data``) instead of a file. An image with neither ``path``, ``data`` nor ``link`` could not be
+    delivered at all; its ``note`` says so.
     """
 
     index: int
@@ -51,4 +53,4 @@ class DeliverableImage:
     @property
     def is_upload(self) -> bool:
         """Whether this image is attached as a file (otherwise it is posted as a link, or not at all)."""
-        return self.path is not None
+        return self.path is not None or self.data is not None

@@ -181,14 +181,17 @@ class GeneratorClient:
         """The asset host's URL for one resultObject path."""
         return f"{self._asset_url}/{path.lstrip('/')}"
 
-    async def download(self, result: GenerationResult) -> list[DownloadedImage]:
+    async def download(self, result: GenerationResult, *, in_memory: int = 0) -> list[DownloadedImage]:
         """Fetch every image of ``result`` to a temporary file, concurrently, in index order.
 
-        An image that cannot be fetched after the retries comes back with ``path=None`` and ``error`` set, and a
-        ``source_url`` worth posting as a link, rather than raising.
+        Up to ``in_memory`` bytes of the result may be kept in memory instead (``data``; an equal share per
+        image, each at most 256 KiB): a small image then needs no file at all. An image that cannot be fetched
+        after the retries comes back with ``path=None`` and ``error`` set, and a ``source_url`` worth posting as
+        a link, rather than raising.
         """
         sources = self.image_sources(result)
-        images = await asyncio.gather(*(self._download_image(i, urls, result) for i, urls in enumerate(sources)))
+        keep = min(_FLUSH_AT, in_memory // len(sources)) if sources else 0
+        images = await asyncio.gather(*(self._download_image(i, urls, result, keep) for i, urls in enumerate(sources)))
         failed = [image for image in images if not image.ok]
         if failed:
             log.warning(
@@ -200,10 +203,12 @@ class GeneratorClient:
             )
         return list(images)
 
-    async def _download_image(self, index: int, urls: list[str], result: GenerationResult) -> DownloadedImage:
+    async def _download_image(
+        self, index: int, urls: list[str], result: GenerationResult, keep: int
+    ) -> DownloadedImage:
         errors: list[str] = []
         for url in urls:
-            image, error = await self._fetch_with_retries(index, url, result.record_id)
+            image, error = await self._fetch_with_retries(index, url, result.record_id, keep)
             if image is not None:
                 return image
             errors.append(f"{_where(url)}: {error}")
@@ -219,13 +224,13 @@ class GeneratorClient:
         )
 
     async def _fetch_with_retries(
-        self, index: int, url: str, record_id: str | None
+        self, index: int, url: str, record_id: str | None, keep: int
     ) -> tuple[DownloadedImage | None, str]:
         error = "not attempted"
         for attempt in range(1, self._download_attempts + 1):
             try:
                 async with self._download_slots:
-                    return await self._fetch(index, url, record_id), ""
+                    return await self._fetch(index, url, record_id, keep), ""
             except _FinalFetchError as exc:
                 return None, str(exc)
             except _RetryableFetchError as exc:
@@ -235,7 +240,7 @@ class GeneratorClient:
                 await asyncio.sleep(self._download_backoff * 2 ** (attempt - 1))
         return None, f"{error} (after {self._download_attempts} attempts)"
 
-    async def _fetch(self, index: int, url: str, record_id: str | None) -> DownloadedImage:
+    async def _fetch(self, index: int, url: str, record_id: str | None, keep: int) -> DownloadedImage:
         try:
             # encoded=True keeps a presigned URL's query byte for byte; re-encoding would break its signature.
             async with self._session.get(URL(url, encoded=True), timeout=self._download_timeout) as response:
@@ -249,13 +254,14 @@ class GeneratorClient:
                     raise _FinalFetchError(f"not an image (Content-Type {content_type})")
                 expected = response.content_length
                 suffix = _IMAGE_SUFFIXES.get(content_type or "") or _suffix_of(url)
-                path, size = await self._spool(response, suffix, f"imagine-{_safe(record_id)}-{index}-")
+                path, data, size = await self._spool(response, suffix, f"imagine-{_safe(record_id)}-{index}-", keep)
         except TimeoutError as exc:
             raise _RetryableFetchError(f"timed out ({type(exc).__name__})") from exc
         except aiohttp.ClientError as exc:
             raise _RetryableFetchError(f"{type(exc).__name__}: {exc}") from exc
         if size == 0 or (expected is not None and size != expected):
-            await asyncio.to_thread(_unlink, path)
+            if path is not None:
+                await asyncio.to_thread(_unlink, path)
             raise _RetryableFetchError(f"got {size} bytes, expected {expected if expected is not None else 'some'}")
         log.debug("generation %s image %d: %d bytes from %s", record_id, index, size, _where(url))
         return DownloadedImage(
@@ -266,30 +272,38 @@ class GeneratorClient:
             source_url=url,
             link_expires_at=presigned_expiry(url),
             error=None,
+            data=data,
         )
 
-    async def _spool(self, response: aiohttp.ClientResponse, suffix: str, prefix: str) -> tuple[Path, int]:
-        """Stream the body to a new temporary file; the file is removed again if anything goes wrong.
+    async def _spool(
+        self, response: aiohttp.ClientResponse, suffix: str, prefix: str, keep: int
+    ) -> tuple[Path | None, bytes | None, int]:
+        """Read the body: kept in memory if it is at most ``keep`` bytes, else streamed to a new temporary file
+        (removed again if anything goes wrong). Returns (path, data, size), one of path and data set.
 
         The file is created with its first write, so an image under ``_FLUSH_AT`` costs one trip to a thread.
         """
         spool = _Spool(self._spool_dir, prefix, suffix)
         size = 0
         buffer = bytearray()
+        spilled = False
         try:
             async for chunk in response.content.iter_chunked(_CHUNK):
                 buffer += chunk
                 size += len(chunk)
-                if len(buffer) >= _FLUSH_AT:
+                if len(buffer) >= _FLUSH_AT:  # keep is at most _FLUSH_AT: a body kept in memory never spills
                     await asyncio.to_thread(spool.write, bytes(buffer))
                     buffer.clear()
+                    spilled = True
+            if not spilled and size <= keep:
+                return None, bytes(buffer), size
             path = await asyncio.to_thread(spool.finish, bytes(buffer))
         except BaseException as exc:
             await asyncio.shield(asyncio.to_thread(spool.discard))
             if isinstance(exc, OSError) and not isinstance(exc, aiohttp.ClientError):
                 raise _FinalFetchError(f"could not write the image to disk: {exc}") from exc
             raise
-        return path, size
+        return path, None, size
 
     def _clean(self, error: GeneratorError) -> GeneratorError:
         error.redact(self._api_key)

@@ -113,7 +113,8 @@ class GenerationResult:
 
 @dataclass(slots=True)
 class DownloadedImage:
-    """One image of a result, fetched to a temporary file (or the reason it could not be).
+    """One image of a result, fetched to a temporary file or, if small, into memory (or the reason it could
+    not be).
 
     The caller owns the file: delete it with ``discard()`` once the image has been delivered.
     """
@@ -125,11 +126,12 @@ class DownloadedImage:
     source_url: str
     link_expires_at: datetime | None
     error: str | None
+    data: bytes | None = None
 
     @property
     def ok(self) -> bool:
-        """Whether the bytes are on disk."""
-        return self.path is not None and self.error is None
+        """Whether the bytes are here, on disk or in memory."""
+        return (self.path is not None or self.data is not None) and self.error is None
 
     def discard(self) -> None:
         """Delete the temporary file, if any; safe to call twice."""

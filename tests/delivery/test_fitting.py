@@ -79,18 +79,35 @@ async def test_image_under_the_limit_is_left_as_it_is(tmp_path: Path, workdir: P
     assert image.note is None and image.link is None and image.link_expires_at is None
 
 
-async def test_read_into_memory_brings_the_bytes_of_untouched_images_only(tmp_path: Path, workdir: Path) -> None:
-    small = save_source(noise(64, 64), tmp_path / "small.png", index=0)
-    big = save_source(noise(1536, 1024), tmp_path / "big.png", index=1, compress_level=1)
+@pytest.mark.parametrize(("image_format", "extension"), [("PNG", "png"), ("JPEG", "jpg"), ("WEBP", "webp")])
+async def test_an_image_in_memory_under_the_limit_stays_in_memory(
+    tmp_path: Path, workdir: Path, image_format: str, extension: str
+) -> None:
+    on_disk = save_source(noise(320, 200), tmp_path / "small", index=1, image_format=image_format)
+    data = on_disk.path.read_bytes()
+    source = SourceImage(index=1, path=None, size_bytes=len(data), fallback_url=URL, link_expires_at=EXPIRES, data=data)
 
-    untouched, refitted = await fit_for_upload(
-        [small, big], file_limit=1 * MiB, workdir=workdir, preferred_format="png", read_into_memory=True
+    [image] = await fit_for_upload([source], file_limit=1 * MiB, workdir=workdir, preferred_format="png")
+
+    assert image.data == data and image.path is None and image.is_upload
+    assert (image.filename, image.size_bytes, image.width, image.height) == (
+        f"imagine-2.{extension}",
+        len(data),
+        320,
+        200,
     )
-    [by_default] = await fit_for_upload([small], file_limit=1 * MiB, workdir=workdir, preferred_format="png")
+    assert image.note is None and not workdir.exists()  # no file was written
 
-    assert untouched.data == small.path.read_bytes() and untouched.path == small.path
-    assert refitted.data is None and refitted.path is not None and refitted.path.parent == workdir
-    assert by_default.data is None
+
+async def test_an_image_in_memory_over_the_limit_is_re_encoded_from_a_file(tmp_path: Path, workdir: Path) -> None:
+    on_disk = save_source(noise(1536, 1024), tmp_path / "big.png", compress_level=1)
+    data = on_disk.path.read_bytes()
+    source = SourceImage(index=0, path=None, size_bytes=len(data), fallback_url=URL, link_expires_at=EXPIRES, data=data)
+
+    [image] = await fit_for_upload([source], file_limit=1 * MiB, workdir=workdir, preferred_format="png")
+
+    assert image.data is None and image.path is not None and image.path.parent == workdir
+    assert image.size_bytes <= 1 * MiB and image.note is not None and "re-encoded" in image.note
 
 
 async def test_untouched_filename_follows_the_actual_format(tmp_path: Path, workdir: Path) -> None:

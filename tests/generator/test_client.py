@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import logging
 import time
@@ -227,6 +228,29 @@ async def test_downloads_land_in_the_spool_dir_and_discard_removes_them(client: 
         image.discard()
         image.discard()
     assert spooled(spool) == []
+
+
+async def test_small_images_stay_in_memory_within_the_allowance(
+    client: GeneratorClient, fake: FakeOneMin, spool: Path
+) -> None:
+    result = await client.generate(request(count=2, output_format="png"))
+    on_disk = await client.download(result)
+    sizes = [image.size_bytes for image in on_disk]
+    for image in on_disk:
+        image.discard()
+
+    # Room for both: no file at all, the same bytes in memory.
+    in_memory = await client.download(result, in_memory=2 * max(sizes))
+    assert all(image.ok and image.path is None and image.data is not None for image in in_memory)
+    assert [len(image.data or b"") for image in in_memory] == sizes
+    with Image.open(io.BytesIO(in_memory[0].data or b"")) as decoded:
+        assert decoded.format == "PNG"
+    assert spooled(spool) == []
+
+    # An allowance smaller than an image's share: that image goes to a file as before.
+    spilled = await client.download(result, in_memory=2 * min(sizes) - 2)
+    assert all(image.ok and image.path is not None and image.data is None for image in spilled)
+    assert [image.size_bytes for image in spilled] == sizes
 
 
 async def test_reported_credit_and_record_id_are_read(client: GeneratorClient, fake: FakeOneMin) -> None:
