@@ -10,7 +10,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from imaginebot.store.group_commit import MAX_BATCH, URGENT_SHARE, GroupCommit
+from imaginebot.store.group_commit import MAX_BATCH, URGENT_SHARE, GroupCommit, NotRun, run_batch
 
 
 @pytest.fixture
@@ -63,8 +63,21 @@ async def test_a_failing_statement_fails_only_its_caller(db: aiosqlite.Connectio
     assert isinstance(results[7], sqlite3.IntegrityError)
     assert all(isinstance(result, list) for index, result in enumerate(results) if index != 7)
     assert await rows(db) == [(key, key) for key in range(14)]
-    assert commit.batches == 2  # the failed batch, then the others again
+    assert commit.batches == 1  # the bad caller was rolled back to its savepoint, alone
     assert not db.in_transaction
+
+
+def test_when_sqlite_ends_the_transaction_itself_no_caller_is_told_it_committed(tmp_path: Path) -> None:
+    # Disk full or an I/O error makes SQLite roll the whole transaction back: simulated here by a statement
+    # that ends the transaction itself. Nothing before it stayed, and nothing after it ran.
+    conn = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
+    conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v INTEGER NOT NULL CHECK (v >= 0))")
+
+    outcomes = run_batch(conn, [[insert(1, 1)], [("ROLLBACK", ()), ("SELECT nope", ())], [insert(2, 2)]])
+
+    assert isinstance(outcomes[0], NotRun) and isinstance(outcomes[2], NotRun)
+    assert isinstance(outcomes[1], sqlite3.Error)
+    assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,) and not conn.in_transaction
 
 
 async def test_a_caller_that_stops_waiting_does_not_hold_up_the_others(db: aiosqlite.Connection) -> None:
