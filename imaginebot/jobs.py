@@ -39,6 +39,8 @@ MAX_RATE_LIMITED_TRIES = 12
 DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
 # How often queued jobs' positions are recomputed and pushed out, at most.
 POSITION_REFRESH_SECONDS = 2.0
+# Job ids are unique in one database; this keeps two bots sharing a temporary folder apart (one random draw).
+_PROCESS_TOKEN = secrets.token_hex(4)
 # A small result is downloaded into memory and posted from there, never touching the disk: up to this many bytes
 # per job, and this many across the bot (beyond that, images are spooled to files and streamed).
 IN_MEMORY_JOB_BYTES = 1024 * 1024
@@ -185,7 +187,8 @@ class JobService:
         if isinstance(outcome, Refused):
             return OverQuota(outcome, cost)
         job = outcome.job
-        log.info("job %s accepted: guild %s, member %s, cost %s", job.id, job.guild_id, job.user_id, cost)
+        # DEBUG: in a burst a line per accepted job costs the event loop; the job's outcome is logged at INFO.
+        log.debug("job %s accepted: guild %s, member %s, cost %s", job.id, job.guild_id, job.user_id, cost)
         return Accepted(job)
 
     def enqueue(self, job: Job) -> int | None:
@@ -255,7 +258,7 @@ class JobService:
             return
         events = self._events()
         # Created by the fitting only if an image needs re-encoding: no file-system call on the loop here.
-        workdir = Path(self.spool_dir or tempfile.gettempdir()) / f"imagine-job-{job_id}-{secrets.token_hex(4)}"
+        workdir = Path(self.spool_dir or tempfile.gettempdir()) / f"imagine-job-{job_id}-{_PROCESS_TOKEN}"
         result: GenerationResult | None = None
         downloaded: list[DownloadedImage] = []
         held_in_memory = 0

@@ -17,6 +17,7 @@ from cogs.imagine import _render
 from cogs.imagine._views import CancelButton, result_view
 from imaginebot.delivery import DeliverableImage, alt_text
 from imaginebot.jobs import Delivery, DeliveryFailed, DeliveryReceipt, job_options
+from imaginebot.options import ImagineOptions
 from imaginebot.store import Job
 
 if TYPE_CHECKING:
@@ -155,10 +156,9 @@ class JobMessenger:
             log.info("job %s: could not DM the requester either: %s", job.id, error)
             return False
 
-    def first_response(self, job: Job, position: int | None) -> dict[str, Any]:
+    def first_response(self, job: Job, options: ImagineOptions, position: int | None) -> dict[str, Any]:
         """The fields of the job's first response: its status at this moment, generating (``position`` None) or
         queued with its position and a Cancel button. Later status edits count from now."""
-        options = job_options(job)
         self._last_edit[job.id] = time.monotonic()
         fields: dict[str, Any] = {"allowed_mentions": _render.NO_PINGS}
         if position is None:

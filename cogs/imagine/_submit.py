@@ -81,7 +81,7 @@ async def accept(interaction: discord.Interaction[ImagineBot], options: ImagineO
     # no "thinking" placeholder has to be edited a moment later. From then on it is edited as "@original".
     position = bot.jobs.enqueue(job)
     try:
-        await interaction.response.send_message(**bot.messenger.first_response(job, position))
+        await interaction.response.send_message(**bot.messenger.first_response(job, options, position))
     except discord.HTTPException as error:
         if await bot.jobs.abandon(job, f"Discord refused the first response: {error}"):
             return
