@@ -270,11 +270,12 @@ class JobService:
             # The "generating" edit goes out beside the generation request instead of holding it up.
             started = asyncio.get_running_loop().create_task(self._notify(events.on_started(job), job))
             result = await self._generate(job, options)
-            held_in_memory = self._hold_in_memory(IN_MEMORY_JOB_BYTES)
-            downloaded = await self.generator.download(result, in_memory=held_in_memory)
-            kept = sum(len(image.data) for image in downloaded if image.data is not None)
-            self._in_memory_free += held_in_memory - kept
-            held_in_memory = kept
+            # Counted once the sizes are known (a download buffers that much anyway): jobs waiting for a download
+            # slot hold nothing. Jobs finishing their downloads together may overshoot by a few images at most.
+            allowance = max(0, min(IN_MEMORY_JOB_BYTES, self._in_memory_free))
+            downloaded = await self.generator.download(result, in_memory=allowance)
+            held_in_memory = sum(len(image.data) for image in downloaded if image.data is not None)
+            self._in_memory_free -= held_in_memory
             sources = [
                 SourceImage(
                     index=image.index,
@@ -349,12 +350,6 @@ class JobService:
             if left_files:
                 await asyncio.to_thread(_remove_files, workdir, [image.path for image in downloaded])
 
-    def _hold_in_memory(self, size: int) -> int:
-        """Take ``size`` bytes of the bot-wide in-memory allowance (0 if that much is not left)."""
-        if size > self._in_memory_free:
-            return 0
-        self._in_memory_free -= size
-        return size
 
     async def _generate(self, job: Job, options: ImagineOptions) -> GenerationResult:
         """One POST; after a 429 only (the request was not taken) wait and send it again."""
