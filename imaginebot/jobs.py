@@ -103,7 +103,11 @@ class DeliveryFailed(Exception):
 
 
 class JobEvents(Protocol):
-    """The Discord side of a job's life; implemented by the imagine cog."""
+    """The Discord side of a job's life; implemented by the imagine cog.
+
+    ``on_started`` is awaited before the generation request goes out, so it must return at once: a status edit
+    it makes runs in the background, and a later ``deliver`` or ``on_failed`` must come after that edit.
+    """
 
     async def on_queued(self, job: Job, position: int) -> None: ...
     async def on_started(self, job: Job) -> None: ...
@@ -263,12 +267,9 @@ class JobService:
         downloaded: list[DownloadedImage] = []
         held_in_memory = 0
         left_files = True  # whether anything may be on disk to remove at the end
-        started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        started.set_result(None)
         try:
             options = job_options(job)
-            # The "generating" edit goes out beside the generation request instead of holding it up.
-            started = asyncio.get_running_loop().create_task(self._notify(events.on_started(job), job))
+            await self._notify(events.on_started(job), job)  # returns at once (see JobEvents)
             result = await self._generate(job, options)
             # Counted once the sizes are known (a download buffers that much anyway): jobs waiting for a download
             # slot hold nothing. Jobs finishing their downloads together may overshoot by a few images at most.
@@ -303,7 +304,6 @@ class JobService:
                 generation_seconds=result.elapsed,
                 reported_credits=result.reported_credits,
             )
-            await started  # the result must replace the "generating" status, not be replaced by it
             receipt = await events.deliver(job, delivery)
             # The member has the images now: record it at once, even if the bot is stopping, so that a restart
             # does not take the job for an interrupted one and refund it.
@@ -327,7 +327,6 @@ class JobService:
             )
             await self._notify(events.on_delivered(job, delivery, receipt), job)
         except GeneratorError as error:
-            await started
             log.warning("job %s failed at the generator: %s", job_id, error.detail)
             await self._fail(job, error.detail, error.user_message, result)
         except DeliveryFailed as error:
@@ -336,7 +335,6 @@ class JobService:
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            await started
             log.exception("job %s failed unexpectedly", job_id)
             await self._fail(
                 job,
@@ -349,7 +347,6 @@ class JobService:
             self._in_memory_free += held_in_memory
             if left_files:
                 await asyncio.to_thread(_remove_files, workdir, [image.path for image in downloaded])
-
 
     async def _generate(self, job: Job, options: ImagineOptions) -> GenerationResult:
         """One POST; after a 429 only (the request was not taken) wait and send it again."""

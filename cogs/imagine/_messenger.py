@@ -55,6 +55,8 @@ class JobMessenger:
         self._dead_tokens: set[int] = set()
         # Status edits in flight; kept so they are not garbage-collected before they finish.
         self._tasks: set[asyncio.Task[None]] = set()
+        # "Generating" edits in flight, which the result or a failure notice must come after.
+        self._starting: dict[int, asyncio.Task[None]] = {}
 
     # -- helpers ------------------------------------------------------------------------------------------------
 
@@ -129,6 +131,7 @@ class JobMessenger:
         self._last_edit.pop(job_id, None)
         self._shown.pop(job_id, None)
         self._dead_tokens.discard(job_id)
+        self._starting.pop(job_id, None)
 
     async def tell(self, job: Job, content: str) -> None:
         """Say something to the requester about a job, on whichever channel still works."""
@@ -191,13 +194,30 @@ class JobMessenger:
         self._throttled(job, render)
 
     async def on_started(self, job: Job) -> None:
-        """The job went to the generator: swap the status, drop the Cancel button (unless the first response
-        already said "generating")."""
+        """The job goes to the generator: swap the status, drop the Cancel button (unless the first response
+        already said "generating"). The edit runs in the background so the generation request is not held up."""
         self._cancel_pending(job.id)
         if self._shown.get(job.id) == "generating" or not self.token_usable(job):
             return
         content = _render.generating_status(job, job_options(job), datetime.now(UTC))
-        await self.edit_status(job, shows="generating", content=content, view=None)
+
+        async def edit() -> None:
+            try:
+                await self.edit_status(job, shows="generating", content=content, view=None)
+            except discord.HTTPException as error:
+                log.info("job %s: 'generating' edit refused by Discord: %s", job.id, error)
+
+        task = asyncio.get_running_loop().create_task(edit())
+        self._starting[job.id] = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _after_start_edit(self, job: Job) -> None:
+        """Wait for the job's "generating" edit, if one is in flight: what comes next must replace it."""
+        task = self._starting.pop(job.id, None)
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
 
     async def on_rate_limited(self, job: Job, seconds: float) -> None:
         """The generator said 429: the job waits and is sent again."""
@@ -219,6 +239,7 @@ class JobMessenger:
     async def on_failed(self, job: Job, sentence: str) -> None:
         """One plain sentence about what went wrong; the job was refunded."""
         self._cancel_pending(job.id)
+        await self._after_start_edit(job)
         try:
             await self.tell(job, _render.failure_message(job, sentence))
         finally:
@@ -243,6 +264,7 @@ class JobMessenger:
     async def deliver(self, job: Job, delivery: Delivery) -> DeliveryReceipt:
         """Post the images: on the interaction while its token lives, else in the channel, else explain by DM."""
         self._cancel_pending(job.id)
+        await self._after_start_edit(job)
         try:
             return await self._deliver_anywhere(job, delivery)
         finally:

@@ -81,6 +81,9 @@ class GeneratorClient:
         # Downloads at once, bot-wide: hundreds of results arriving together would otherwise hold hundreds of
         # buffers and stall the loop with their chunk handling (measured: 885 ms stall, 900 MB at 500 jobs).
         self._download_slots = asyncio.Semaphore(download_slots)
+        # Built once: parsing the URL and the headers again for every request costs the event loop in a burst.
+        self._generate_url = URL(self.generate_url)
+        self._headers = {"API-KEY": self._api_key, "Content-Type": "application/json", "Accept": "application/json"}
 
     def __repr__(self) -> str:
         # Deliberately without the key.
@@ -117,7 +120,7 @@ class GeneratorClient:
         if self._closed:
             raise RuntimeError("the generator client is closed")
         body = json.dumps(request.to_payload(), ensure_ascii=False).encode("utf-8")
-        headers = {"API-KEY": self._api_key, "Content-Type": "application/json", "Accept": "application/json"}
+        headers = self._headers
         log.debug(
             "generation request: size=%s quality=%s n=%d format=%s (prompt of %d characters)",
             request.size,
@@ -130,7 +133,7 @@ class GeneratorClient:
         try:
             # No redirects: following one would hand the API-KEY header to another host.
             async with self._session.post(
-                self.generate_url, data=body, headers=headers, timeout=self._generate_timeout, allow_redirects=False
+                self._generate_url, data=body, headers=headers, timeout=self._generate_timeout, allow_redirects=False
             ) as response:
                 raw = await response.read()
                 status = response.status
