@@ -10,7 +10,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from imaginebot.store.group_commit import MAX_BATCH, GroupCommit, NotRun, run_batch
+from imaginebot.store.group_commit import MAX_BATCH, URGENT_SHARE, GroupCommit, NotRun, run_batch
 
 
 @pytest.fixture
@@ -115,7 +115,7 @@ async def test_a_burst_is_split_into_batches_of_at_most_max_batch(db: aiosqlite.
     assert len(await rows(db)) == 5 * MAX_BATCH
 
 
-async def test_urgent_work_goes_ahead_of_a_burst(db: aiosqlite.Connection) -> None:
+async def test_urgent_work_gets_its_share_of_every_batch_during_a_burst(db: aiosqlite.Connection) -> None:
     commit = writer(db)
     order: list[int] = []
 
@@ -126,12 +126,13 @@ async def test_urgent_work_goes_ahead_of_a_burst(db: aiosqlite.Connection) -> No
     # A burst of new work queued first (the first batch starts at once), then urgent work (keys 1000+).
     tasks = [asyncio.create_task(one(key, urgent=False)) for key in range(4 * MAX_BATCH)]
     await asyncio.sleep(0)
-    tasks += [asyncio.create_task(one(1000 + key, urgent=True)) for key in range(MAX_BATCH + 2)]
+    tasks += [asyncio.create_task(one(1000 + key, urgent=True)) for key in range(2 * URGENT_SHARE)]
     await asyncio.gather(*tasks)
 
-    # After the batch already under way, the urgent ones come first, in their own order; the burst keeps its order.
-    urgent_at = [index for index, key in enumerate(order) if key >= 1000]
-    assert urgent_at == list(range(MAX_BATCH, 2 * MAX_BATCH + 2))
-    assert [key for key in order if key >= 1000] == [1000 + key for key in range(MAX_BATCH + 2)]
+    # After the batch already under way, each batch starts with URGENT_SHARE urgent ones; both keep their order.
+    second, third = order[MAX_BATCH : 2 * MAX_BATCH], order[2 * MAX_BATCH : 3 * MAX_BATCH]
+    assert [key >= 1000 for key in second] == [True] * URGENT_SHARE + [False] * (MAX_BATCH - URGENT_SHARE)
+    assert [key >= 1000 for key in third] == [True] * URGENT_SHARE + [False] * (MAX_BATCH - URGENT_SHARE)
+    assert [key for key in order if key >= 1000] == [1000 + key for key in range(2 * URGENT_SHARE)]
     assert [key for key in order if key < 1000] == list(range(4 * MAX_BATCH))
-    assert len(await rows(db)) == 5 * MAX_BATCH + 2
+    assert len(await rows(db)) == 4 * MAX_BATCH + 2 * URGENT_SHARE
