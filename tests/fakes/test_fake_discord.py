@@ -694,3 +694,24 @@ async def test_world_changes_after_ready_reach_the_bot(world: World) -> None:
     assert interaction.channel is not None and interaction.channel.id == gallery.id
     assert sent.ephemeral and sent.messages[0].ephemeral
     fake.assert_clean()
+
+
+async def test_spec_checks_can_be_sampled_per_route(world: World) -> None:
+    # The burst benchmark checks one body in N per route; bodies in between are not checked at all.
+    fake, bot = world.fake, world.bot
+    fake.validate_one_in = 2
+    channel = bot.get_channel(world.channel.id)
+    assert isinstance(channel, discord.TextChannel)
+    overlong = discord.Embed(title="t" * 257)
+    validated_before = fake.bodies_validated
+
+    with pytest.raises(discord.HTTPException):
+        await channel.send(embed=overlong)  # the 1st body of the route: checked, refused
+    await channel.send(embed=overlong)  # the 2nd: not checked
+    with pytest.raises(discord.HTTPException):
+        await channel.send(embed=overlong)  # the 3rd: checked again
+
+    assert len(fake.spec_violations) == 2 and fake.bodies_validated - validated_before == 2
+    assert fake.bodies_seen["POST", "/channels/{channel_id}/messages"] == 3
+    fake.spec_violations.clear()
+    fake.protocol_errors.clear()
