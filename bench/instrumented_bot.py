@@ -91,6 +91,8 @@ class Instruments:
         self.callbacks_sent: dict[int, float] = {}
         # (kind, key, start, end, status): key = interaction id or token_key(), status -1 = no answer
         self.requests: list[tuple[str, str | None, float, float, int]] = []
+        # (method, URL, start, end, status) as recorded during the run
+        self._raw_requests: list[tuple[str, Any, float, float, int]] = []
         self.profile: cProfile.Profile | None = None
         # (generation, start, seconds) of each cyclic garbage collection
         self.collections: list[tuple[int, float, float]] = []
@@ -177,18 +179,24 @@ class Instruments:
         trace.on_request_exception.append(self._request_failed)
         return trace
 
+    # The hooks run on the bot's event loop, so they only take the time; the URLs are read at exit.
+
     async def _request_start(self, session: aiohttp.ClientSession, context: Any, params: Any) -> None:
         context.start = time.monotonic()
-        context.kind, context.key = request_kind(params.method, params.url.path)
-        if context.kind.endswith(" callback"):
-            self.callbacks_sent[int(context.key)] = context.start
 
     async def _request_end(self, session: aiohttp.ClientSession, context: Any, params: Any) -> None:
-        end = time.monotonic()
-        self.requests.append((context.kind, context.key, context.start, end, params.response.status))
+        self._raw_requests.append((params.method, params.url, context.start, time.monotonic(), params.response.status))
 
     async def _request_failed(self, session: aiohttp.ClientSession, context: Any, params: Any) -> None:
-        self.requests.append((context.kind, context.key, context.start, time.monotonic(), -1))
+        self._raw_requests.append((params.method, params.url, context.start, time.monotonic(), -1))
+
+    def _sort_requests(self) -> None:
+        """Name each recorded request (``request_kind``) and note when each interaction callback started."""
+        for method, url, start, end, status in self._raw_requests:
+            kind, key = request_kind(method, url.path)
+            self.requests.append((kind, key, start, end, status))
+            if kind.endswith(" callback") and key is not None:
+                self.callbacks_sent[int(key)] = start
 
     def interaction_parsed(self, data: Any) -> None:
         """Called as discord.py starts handling an INTERACTION_CREATE."""
@@ -202,6 +210,7 @@ class Instruments:
             return
         self._written = True
         self._stopping.set()
+        self._sort_requests()
         self.stop_profile()
         if self.profile is not None and self.profile_path is not None:
             self.profile.dump_stats(self.profile_path)
