@@ -271,9 +271,10 @@ class _Params:
 
 
 def _usage_query(
-    params: _Params, scope: Scope, guild_id: int, user_id: int | None, start: datetime, end: datetime
+    params: _Params, scope: Scope, guild_id: object, user_id: object | None, start: object, end: object
 ) -> str:
-    """A scalar subquery summing the ledger the way ``scope`` counts usage in [start, end)."""
+    """A scalar subquery summing the ledger the way ``scope`` counts usage in [start, end). The values go to
+    ``params`` (for a template, their names do)."""
     if scope == "member":
         if user_id is None:
             raise ValueError("member usage needs a user_id")
@@ -289,6 +290,61 @@ def _usage_query(
         f"(SELECT COALESCE(SUM(amount), 0) FROM ledger "
         f"WHERE {where} AND charged_at >= {params(start)} AND charged_at < {params(end)})"
     )
+
+
+# The job INSERT's values, in column order (see _reservation_sql).
+_JOB_ARGUMENTS = (
+    "guild",
+    "channel",
+    "user",
+    "application",
+    "interaction",
+    "token",
+    "expires",
+    "options",
+    "cost",
+    "now",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Template:
+    """A query's text and, in order, the names of the arguments its ``$n`` stand for."""
+
+    text: str
+    names: tuple[str, ...]
+
+
+@cache
+def _reservation_sql(scopes: tuple[Scope, ...]) -> tuple[_Template, _Template]:
+    """A reservation's usage SELECT and its conditional job INSERT for limits of these scopes (in that order),
+    built once per combination: the same text every time also lets the database reuse its prepared statement."""
+    sums = _Params()
+    usage = ", ".join(
+        _usage_query(sums, scope, "guild", "user", f"start{index}", f"end{index}") for index, scope in enumerate(scopes)
+    )
+    params = _Params()
+    values = ", ".join(params(name) for name in _JOB_ARGUMENTS)
+    fits = [
+        f"{_usage_query(params, scope, 'guild', 'user', f'start{index}', f'end{index}')} + {params('cost')} "
+        f"<= {params(f'limit{index}')}"
+        for index, scope in enumerate(scopes)
+    ]
+    insert = (
+        "INSERT INTO jobs (guild_id, channel_id, user_id, application_id, interaction_id, "
+        "interaction_token, token_expires_at, options, cost, created_at, state) "
+        f"SELECT {values}, 'queued' {'WHERE ' + ' AND '.join(fits) if fits else ''} "
+        f"RETURNING {_JOB_COLUMNS}"
+    )
+    return _Template(f"SELECT {usage}", tuple(sums.values)), _Template(insert, tuple(params.values))
+
+
+_CHARGE_RESERVED = (
+    "INSERT INTO ledger (guild_id, user_id, job_id, amount, reason, charged_at, created_at, actor_id) "
+    "SELECT guild_id, user_id, id, cost, 'reserve', created_at, created_at, NULL FROM jobs "
+    "WHERE guild_id = $1 AND user_id = $2 AND created_at = $3 AND interaction_id = $4 "
+    "AND state = 'queued' AND NOT EXISTS (SELECT 1 FROM ledger WHERE ledger.job_id = jobs.id)"
+)
 
 
 class SqlStore(Store):
@@ -383,56 +439,30 @@ class SqlStore(Store):
             job.guild_id, everyone=any(check.scope == "global" for check in ordered)
         )
         bounds = [period_bounds(check.limit.period, now) for check in ordered]
+        arguments: dict[str, Any] = {
+            "guild": job.guild_id,
+            "channel": job.channel_id,
+            "user": job.user_id,
+            "application": job.application_id,
+            "interaction": job.interaction_id,
+            "token": job.interaction_token,
+            "expires": expires,
+            "options": options,
+            "cost": job.cost,
+            "now": now,
+        }
+        for index, (check, (start, end)) in enumerate(zip(ordered, bounds, strict=True)):
+            arguments[f"start{index}"], arguments[f"end{index}"] = start, end
+            arguments[f"limit{index}"] = check.limit.credits
+        sums, insert = _reservation_sql(tuple(check.scope for check in ordered))
         if ordered:
             # What was used before this request: only read when a limit refuses it, to say which and by how much.
-            params = _Params()
-            sums = [
-                _usage_query(params, check.scope, job.guild_id, job.user_id, start, end)
-                for check, (start, end) in zip(ordered, bounds, strict=True)
-            ]
-            statements.append(Statement(f"SELECT {', '.join(sums)}", tuple(params.values)))
-        params = _Params()
-        values = ", ".join(
-            params(value)
-            for value in (
-                job.guild_id,
-                job.channel_id,
-                job.user_id,
-                job.application_id,
-                job.interaction_id,
-                job.interaction_token,
-                expires,
-                options,
-                job.cost,
-                now,
-            )
-        )
-        fits = [
-            f"{_usage_query(params, check.scope, job.guild_id, job.user_id, start, end)} + {params(job.cost)} "
-            f"<= {params(check.limit.credits)}"
-            for check, (start, end) in zip(ordered, bounds, strict=True)
-        ]
-        statements.append(
-            Statement(
-                "INSERT INTO jobs (guild_id, channel_id, user_id, application_id, interaction_id, "
-                "interaction_token, token_expires_at, options, cost, created_at, state) "
-                f"SELECT {values}, 'queued' {'WHERE ' + ' AND '.join(fits) if fits else ''} "
-                f"RETURNING {_JOB_COLUMNS}",
-                tuple(params.values),
-            )
-        )
+            statements.append(Statement(sums.text, tuple(arguments[name] for name in sums.names)))
+        statements.append(Statement(insert.text, tuple(arguments[name] for name in insert.names)))
         # Charge the job just inserted, found by its interaction through the (guild, user, created_at) index;
         # nothing when the limits refused it. An interaction makes at most one job, and NOT EXISTS makes
         # sure no job is ever charged twice.
-        statements.append(
-            Statement(
-                "INSERT INTO ledger (guild_id, user_id, job_id, amount, reason, charged_at, created_at, actor_id) "
-                "SELECT guild_id, user_id, id, cost, 'reserve', created_at, created_at, NULL FROM jobs "
-                "WHERE guild_id = $1 AND user_id = $2 AND created_at = $3 AND interaction_id = $4 "
-                "AND state = 'queued' AND NOT EXISTS (SELECT 1 FROM ledger WHERE ledger.job_id = jobs.id)",
-                (job.guild_id, job.user_id, now, job.interaction_id),
-            )
-        )
+        statements.append(Statement(_CHARGE_RESERVED, (job.guild_id, job.user_id, now, job.interaction_id)))
         results = await self._atomically(statements)
         inserted = results[-2]
         if inserted:
