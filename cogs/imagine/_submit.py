@@ -84,6 +84,7 @@ async def accept(interaction: discord.Interaction[ImagineBot], options: ImagineO
         await interaction.response.send_message(**bot.messenger.first_response(job, options, position))
     except discord.HTTPException as error:
         if await bot.jobs.abandon(job, f"Discord refused the first response: {error}"):
+            bot.messenger.forget(job.id)  # refunded and never run: nothing more will be shown
             return
         # Already at the generator, so already paid for: the result goes to the channel with a mention.
         bot.messenger.token_refused(job)
