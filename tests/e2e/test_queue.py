@@ -87,6 +87,9 @@ async def test_queued_jobs_show_their_position_and_move_up(world: World) -> None
     for interaction in (first, second, third):
         await interaction.wait_for(has_attachments(1), timeout=20)
     assert prompts(world) == ["first", "second", "third"]
+    # The "generating" edits of the queued ones went out before their results, never over them.
+    await asyncio.sleep(0.5)
+    assert all("Generating" not in status(i) for i in (first, second, third)), [status(i) for i in (second, third)]
     queued_edits = status_times(world, third, "queued")
     assert len(queued_edits) == 2, queued_edits
     assert queued_edits[1] - queued_edits[0] >= MIN_EDIT_SPACING, queued_edits
