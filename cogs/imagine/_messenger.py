@@ -108,7 +108,8 @@ class JobMessenger:
         loop = asyncio.get_running_loop()
         self._pending[job.id] = loop.call_later(wait, self._spawn, job, render)
 
-    def _spawn(self, job: Job, render: Callable[[], StatusEdit | None]) -> None:
+    def _spawn(self, job: Job, render: Callable[[], StatusEdit | None]) -> asyncio.Task[None]:
+        """Send a status edit in the background (``render`` decides it when it goes out); its task."""
         self._pending.pop(job.id, None)
 
         async def guarded() -> None:
@@ -124,6 +125,7 @@ class JobMessenger:
         task = asyncio.get_running_loop().create_task(guarded())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def forget(self, job_id: int) -> None:
         """Drop the state kept for a finished job (and any status edit still waiting to be sent)."""
@@ -200,17 +202,7 @@ class JobMessenger:
         if self._shown.get(job.id) == "generating" or not self.token_usable(job):
             return
         content = _render.generating_status(job, job_options(job), datetime.now(UTC))
-
-        async def edit() -> None:
-            try:
-                await self.edit_status(job, shows="generating", content=content, view=None)
-            except discord.HTTPException as error:
-                log.info("job %s: 'generating' edit refused by Discord: %s", job.id, error)
-
-        task = asyncio.get_running_loop().create_task(edit())
-        self._starting[job.id] = task
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._starting[job.id] = self._spawn(job, lambda: ("generating", {"content": content, "view": None}))
 
     async def _after_start_edit(self, job: Job) -> None:
         """Wait for the job's "generating" edit, if one is in flight: what comes next must replace it."""
