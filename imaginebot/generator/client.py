@@ -289,16 +289,14 @@ class GeneratorClient:
         spool = _Spool(self._spool_dir, prefix, suffix)
         size = 0
         buffer = bytearray()
-        spilled = False
         try:
             async for chunk in response.content.iter_chunked(_CHUNK):
                 buffer += chunk
                 size += len(chunk)
-                if len(buffer) >= _FLUSH_AT:  # keep is at most _FLUSH_AT: a body kept in memory never spills
+                if len(buffer) >= _FLUSH_AT:
                     await asyncio.to_thread(spool.write, bytes(buffer))
                     buffer.clear()
-                    spilled = True
-            if not spilled and size <= keep:
+            if size <= keep and len(buffer) == size:  # small enough, and nothing went to the file
                 return None, bytes(buffer), size
             path = await asyncio.to_thread(spool.finish, bytes(buffer))
         except BaseException as exc:
