@@ -27,7 +27,7 @@ from imaginebot.generator import DownloadedImage, GenerationResult, GeneratorCli
 from imaginebot.options import ImagineOptions
 from imaginebot.policy import Policy
 from imaginebot.scheduler import FairScheduler
-from imaginebot.store import Job, NewJob, Refused, Store
+from imaginebot.store import BudgetCheck, Job, NewJob, Refused, Reserved, Store
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +65,10 @@ class JobRequest:
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """The request was paid for; it runs once ``JobService.enqueue`` is called."""
+    """The request was paid for and is running (``position`` None) or queued at ``position``."""
 
     job: Job
+    position: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,10 +169,42 @@ class JobService:
         )
 
     async def submit(self, request: JobRequest) -> Accepted | OverQuota:
-        """Reserve the request's cost atomically, or say which limit stops it. Call ``enqueue`` once answered."""
+        """Reserve the request's cost atomically and queue the job, or say which limit stops it.
+
+        A job with a free slot is written as running and its task created before this returns: it goes to the
+        generator as soon as the caller yields, beside the caller's answer to the member.
+        """
         cost = self.cost_of(request.options)
         checks = await self.policy.checks(request.guild_id, request.user_id, request.role_ids)
-        outcome = await self.store.reserve(
+        # Its place in flight is taken first, so that the one write that reserves the cost also says "running".
+        start_now = self.scheduler.claim(request.user_id)
+        try:
+            outcome = await self._reserve(request, cost, checks, start=start_now)
+        except BaseException:
+            if start_now:
+                self.scheduler.release(request.user_id)
+            raise
+        if isinstance(outcome, Refused):
+            if start_now:
+                self.scheduler.release(request.user_id)
+            return OverQuota(outcome, cost)
+        job = outcome.job
+        # DEBUG: in a burst a line per accepted job costs the event loop; the job's outcome is logged at INFO.
+        log.debug("job %s accepted: guild %s, member %s, cost %s", job.id, job.guild_id, job.user_id, cost)
+        self._active[job.id] = job
+        if start_now:
+            self.scheduler.start_claimed(job.id, job.user_id)
+            return Accepted(job, None)
+        self.scheduler.submit(job.id, job.user_id)
+        position = self.scheduler.position(job.id)
+        if position is not None:
+            self._pushed_positions[job.id] = position
+        return Accepted(job, position)
+
+    async def _reserve(
+        self, request: JobRequest, cost: int, checks: Sequence[BudgetCheck], *, start: bool
+    ) -> Reserved | Refused:
+        return await self.store.reserve(
             NewJob(
                 guild_id=request.guild_id,
                 channel_id=request.channel_id,
@@ -187,22 +220,8 @@ class JobService:
                 cost=cost,
             ),
             checks,
+            start=start,
         )
-        if isinstance(outcome, Refused):
-            return OverQuota(outcome, cost)
-        job = outcome.job
-        # DEBUG: in a burst a line per accepted job costs the event loop; the job's outcome is logged at INFO.
-        log.debug("job %s accepted: guild %s, member %s, cost %s", job.id, job.guild_id, job.user_id, cost)
-        return Accepted(job)
-
-    def enqueue(self, job: Job) -> int | None:
-        """Queue an accepted job (it starts at once if there is room); returns its position (None: started)."""
-        self._active[job.id] = job
-        self.scheduler.submit(job.id, job.user_id)
-        position = self.scheduler.position(job.id)
-        if position is not None:
-            self._pushed_positions[job.id] = position
-        return position
 
     async def abandon(self, job: Job, reason: str) -> bool:
         """Take back and refund an accepted job that could not even be acknowledged on Discord, if it has not
@@ -257,7 +276,9 @@ class JobService:
 
     async def _run(self, job_id: int) -> None:
         job = self._active.get(job_id) or await self.store.get_job(job_id)
-        if job is None or not await self.store.mark_running(job_id):
+        # A job that waited in the queue is written as running now; one that found a free slot was already
+        # written so when it was reserved.
+        if job is None or (job.state != "running" and not await self.store.mark_running(job_id)):
             self._forget(job_id)
             return
         events = self._events()

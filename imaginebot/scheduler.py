@@ -20,6 +20,9 @@ NOT_SERVED, SERVED = 0, 1
 class JobQueue(Protocol):
     """What the rest of the bot needs from a queue. The job table stays the truth; this only orders the work."""
 
+    def claim(self, member_id: int) -> bool: ...
+    def release(self, member_id: int) -> None: ...
+    def start_claimed(self, job_id: int, member_id: int) -> None: ...
     def submit(self, job_id: int, member_id: int) -> None: ...
     def cancel(self, job_id: int) -> bool: ...
     def position(self, job_id: int) -> int | None: ...
@@ -36,6 +39,9 @@ class FairScheduler:
 
     ``run`` is called with a job id once its turn comes; the scheduler counts it in flight until it returns.
     ``on_change`` is called (without arguments) whenever queue positions may have changed.
+
+    A job that would start at once can have its place taken before it exists (``claim``), so that it is written
+    to the job table as running straight away: ``start_claimed`` runs it, ``release`` gives the place back.
     """
 
     def __init__(
@@ -58,8 +64,10 @@ class FairScheduler:
         self._turn_key: dict[int, tuple[int, int]] = {}
         self._clock = itertools.count()
         self._member_of: dict[int, int] = {}
+        # Jobs running or claimed, per member.
         self._in_flight: dict[int, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._claimed = 0
         self._paused_until = 0.0
         self._wakeup: asyncio.TimerHandle | None = None
         self._closed = False
@@ -73,6 +81,38 @@ class FairScheduler:
     def queued(self) -> int:
         """How many jobs are waiting for their turn."""
         return len(self._member_of)
+
+    def claim(self, member_id: int) -> bool:
+        """Take a place in flight for a job of ``member_id`` that is not written yet, if such a job would start
+        at once: not paused, a free slot, the member under their limit and nobody waiting who could use it
+        first. True: follow with ``start_claimed`` or ``release``."""
+        if (
+            self._closed
+            or self.paused_for() > 0
+            or self._busy() >= self.max_concurrent
+            or self._in_flight.get(member_id, 0) >= self.max_per_member
+            or member_id in self._waiting
+            or self._next_member() is not None
+        ):
+            return False
+        self._claimed += 1
+        self._in_flight[member_id] = self._in_flight.get(member_id, 0) + 1
+        return True
+
+    def release(self, member_id: int) -> None:
+        """Give back a place taken with ``claim`` (the job was refused or could not be written)."""
+        self._claimed -= 1
+        self._leave(member_id)
+        self._start_what_fits()
+
+    def start_claimed(self, job_id: int, member_id: int) -> None:
+        """Run a job in the place ``claim`` took for it (nothing runs once the scheduler is closed)."""
+        self._claimed -= 1
+        if self._closed:
+            self._leave(member_id)
+            return
+        self._turn_key[member_id] = (SERVED, next(self._clock))
+        self._run_task(job_id, member_id)
 
     def submit(self, job_id: int, member_id: int) -> None:
         """Queue a job for ``member_id``; it starts at once if there is room."""
@@ -152,7 +192,7 @@ class FairScheduler:
             self._schedule_wakeup(wait)
             return
         started = False
-        while len(self._tasks) < self.max_concurrent:
+        while self._busy() < self.max_concurrent:
             member_id = self._next_member()
             if member_id is None:
                 break
@@ -166,6 +206,9 @@ class FairScheduler:
             started = True
         if started:
             self._changed()
+
+    def _busy(self) -> int:
+        return len(self._tasks) + self._claimed
 
     def _turn_order(self) -> list[int]:
         """Members with queued work, in the order their turns come."""
@@ -184,6 +227,9 @@ class FairScheduler:
 
     def _launch(self, job_id: int, member_id: int) -> None:
         self._in_flight[member_id] = self._in_flight.get(member_id, 0) + 1
+        self._run_task(job_id, member_id)
+
+    def _run_task(self, job_id: int, member_id: int) -> None:
         task = asyncio.get_running_loop().create_task(self._run_one(job_id), name=f"job-{job_id}")
         self._tasks.add(task)
         task.add_done_callback(lambda done: self._finished(done, member_id))
@@ -199,13 +245,17 @@ class FairScheduler:
 
     def _finished(self, task: asyncio.Task[None], member_id: int) -> None:
         self._tasks.discard(task)
+        self._leave(member_id)
+        self._start_what_fits()
+
+    def _leave(self, member_id: int) -> None:
+        """One of the member's jobs is no longer in flight."""
         left = self._in_flight.get(member_id, 1) - 1
         if left > 0:
             self._in_flight[member_id] = left
         else:
             self._in_flight.pop(member_id, None)
             self._forget_idle(member_id)
-        self._start_what_fits()
 
     def _schedule_wakeup(self, delay: float) -> None:
         if self._wakeup is not None and not self._wakeup.cancelled():

@@ -32,6 +32,9 @@ TOKEN_MARGIN = timedelta(seconds=30)
 # Room for link lines in one message: a bot's content is capped at 2000 characters, and the channel fallback
 # puts a mention line first.
 LINK_CONTENT_LIMIT = 1900
+# The longest a status edit or a result waits for the job's first response to be confirmed by Discord (which
+# wants it within 3 s anyway); after that it goes ahead and a refusal is handled as usual.
+FIRST_RESPONSE_WAIT = 10.0
 # Discord codes meaning the interaction token can no longer be used.
 DEAD_TOKEN_CODES = {10015, 50027, 10062}
 # What a status edit shows ("queued", "generating", ...) and the fields of the edit.
@@ -57,6 +60,8 @@ class JobMessenger:
         self._tasks: set[asyncio.Task[None]] = set()
         # "Generating" edits in flight, which the result or a failure notice must come after.
         self._starting: dict[int, asyncio.Task[None]] = {}
+        # First responses on their way to Discord: nothing may edit "@original" before it exists.
+        self._answering: dict[int, asyncio.Future[None]] = {}
 
     # -- helpers ------------------------------------------------------------------------------------------------
 
@@ -77,8 +82,16 @@ class JobMessenger:
         if _token_dead(error):
             self._dead_tokens.add(job.id)
 
+    async def _first_response_settled(self, job: Job) -> None:
+        """Wait until the job's first response was accepted or refused by Discord, if it is still on its way."""
+        answer = self._answering.get(job.id)
+        if answer is not None and not answer.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(answer), FIRST_RESPONSE_WAIT)
+
     async def edit_status(self, job: Job, *, shows: str | None = None, **fields: Any) -> discord.WebhookMessage:
         """Edit the job's status message (the interaction's original response)."""
+        await self._first_response_settled(job)
         self._cancel_pending(job.id)
         self._last_edit[job.id] = time.monotonic()
         if shows is not None:
@@ -113,6 +126,7 @@ class JobMessenger:
         self._pending.pop(job.id, None)
 
         async def guarded() -> None:
+            await self._first_response_settled(job)
             edit = render()
             if edit is None or not self.token_usable(job):
                 return
@@ -134,6 +148,7 @@ class JobMessenger:
         self._shown.pop(job_id, None)
         self._dead_tokens.discard(job_id)
         self._starting.pop(job_id, None)
+        self.answered(job_id)
 
     async def tell(self, job: Job, content: str) -> None:
         """Say something to the requester about a job, on whichever channel still works."""
@@ -163,7 +178,11 @@ class JobMessenger:
 
     def first_response(self, job: Job, options: ImagineOptions, position: int | None) -> dict[str, Any]:
         """The fields of the job's first response: its status at this moment, generating (``position`` None) or
-        queued with its position and a Cancel button. Later status edits count from now."""
+        queued with its position and a Cancel button. Later status edits count from now.
+
+        Call it before the job's task can run, and ``answered`` once Discord took (or refused) the response:
+        edits of the job's status and its result wait for that."""
+        self._answering[job.id] = asyncio.get_running_loop().create_future()
         self._last_edit[job.id] = time.monotonic()
         fields: dict[str, Any] = {"allowed_mentions": _render.NO_PINGS}
         if position is None:
@@ -174,6 +193,12 @@ class JobMessenger:
             fields["content"] = _render.queued_status(job, options, position)
             fields["view"] = discord.ui.View(timeout=None).add_item(CancelButton(job.id))
         return fields
+
+    def answered(self, job_id: int) -> None:
+        """The job's first response went through or was refused (``token_refused`` first): edits may follow."""
+        answer = self._answering.pop(job_id, None)
+        if answer is not None and not answer.done():
+            answer.set_result(None)
 
     def token_refused(self, job: Job) -> None:
         """Discord refused the job's first response: its token has no message to edit, so post elsewhere."""
@@ -230,6 +255,7 @@ class JobMessenger:
 
     async def on_failed(self, job: Job, sentence: str) -> None:
         """One plain sentence about what went wrong; the job was refunded."""
+        await self._first_response_settled(job)
         self._cancel_pending(job.id)
         await self._after_start_edit(job)
         try:
@@ -255,6 +281,7 @@ class JobMessenger:
 
     async def deliver(self, job: Job, delivery: Delivery) -> DeliveryReceipt:
         """Post the images: on the interaction while its token lives, else in the channel, else explain by DM."""
+        await self._first_response_settled(job)
         self._cancel_pending(job.id)
         await self._after_start_edit(job)
         try:

@@ -78,10 +78,12 @@ async def accept(interaction: discord.Interaction[ImagineBot], options: ImagineO
     job = outcome.job
     # Queued before the answer: a job with a free slot goes to the generator now, beside the answer, and the
     # answer itself is the job's status ("generating", or "queued" with its position and a Cancel button), so
-    # no "thinking" placeholder has to be edited a moment later. From then on it is edited as "@original".
-    position = bot.jobs.enqueue(job)
+    # no "thinking" placeholder has to be edited a moment later. From then on it is edited as "@original", by
+    # the job's own task, which waits for this answer first (it may finish before Discord confirmed it).
+    # No await between submit and first_response: the job's task has not run yet.
+    fields = bot.messenger.first_response(job, options, outcome.position)
     try:
-        await interaction.response.send_message(**bot.messenger.first_response(job, options, position))
+        await interaction.response.send_message(**fields)
     except discord.HTTPException as error:
         if await bot.jobs.abandon(job, f"Discord refused the first response: {error}"):
             bot.messenger.forget(job.id)  # refunded and never run: nothing more will be shown
@@ -91,3 +93,5 @@ async def accept(interaction: discord.Interaction[ImagineBot], options: ImagineO
         log.warning(
             "job %s: Discord refused the first response (%s); it runs on and is posted in the channel", job.id, error
         )
+    finally:
+        bot.messenger.answered(job.id)

@@ -96,7 +96,7 @@ class Job:
 
 @dataclass(frozen=True, slots=True)
 class Reserved:
-    """The reservation succeeded: the job is queued and its cost counted."""
+    """The reservation succeeded: the job is queued (or running, if reserved with ``start``) and its cost counted."""
 
     job: Job
 
@@ -193,11 +193,14 @@ class Store(ABC):
 
     @abstractmethod
     async def reserve(
-        self, job: NewJob, checks: Sequence[BudgetCheck], *, now: datetime | None = None
+        self, job: NewJob, checks: Sequence[BudgetCheck], *, now: datetime | None = None, start: bool = False
     ) -> Reserved | Refused:
         """Atomically check every limit in ``checks`` and, if the job's cost fits all, insert it as queued with
         its 'reserve' ledger row. A "member" check counts the member's usage in the job's guild, "server" the
-        guild's, "global" every guild's, each in its own calendar period containing ``now``."""
+        guild's, "global" every guild's, each in its own calendar period containing ``now``.
+
+        ``start``: the job already has its place among the jobs in flight, so it is inserted as running (started
+        ``now``) and goes to the generator without a second write."""
 
     @abstractmethod
     async def usage(

@@ -304,6 +304,8 @@ _JOB_ARGUMENTS = (
     "options",
     "cost",
     "now",
+    "state",
+    "started",
 )
 
 
@@ -332,8 +334,8 @@ def _reservation_sql(scopes: tuple[Scope, ...]) -> tuple[_Template, _Template]:
     ]
     insert = (
         "INSERT INTO jobs (guild_id, channel_id, user_id, application_id, interaction_id, "
-        "interaction_token, token_expires_at, options, cost, created_at, state) "
-        f"SELECT {values}, 'queued' {'WHERE ' + ' AND '.join(fits) if fits else ''} "
+        "interaction_token, token_expires_at, options, cost, created_at, state, started_at) "
+        f"SELECT {values} {'WHERE ' + ' AND '.join(fits) if fits else ''} "
         f"RETURNING {_JOB_COLUMNS}"
     )
     return _Template(f"SELECT {usage}", tuple(sums.values)), _Template(insert, tuple(params.values))
@@ -343,7 +345,7 @@ _CHARGE_RESERVED = (
     "INSERT INTO ledger (guild_id, user_id, job_id, amount, reason, charged_at, created_at, actor_id) "
     "SELECT guild_id, user_id, id, cost, 'reserve', created_at, created_at, NULL FROM jobs "
     "WHERE guild_id = $1 AND user_id = $2 AND created_at = $3 AND interaction_id = $4 "
-    "AND state = 'queued' AND NOT EXISTS (SELECT 1 FROM ledger WHERE ledger.job_id = jobs.id)"
+    "AND state IN ('queued', 'running') AND NOT EXISTS (SELECT 1 FROM ledger WHERE ledger.job_id = jobs.id)"
 )
 
 
@@ -420,7 +422,7 @@ class SqlStore(Store):
     # Reservations and jobs
 
     async def reserve(
-        self, job: NewJob, checks: Sequence[BudgetCheck], *, now: datetime | None = None
+        self, job: NewJob, checks: Sequence[BudgetCheck], *, now: datetime | None = None, start: bool = False
     ) -> Reserved | Refused:
         now = _moment(now)
         expires = _moment(job.token_expires_at, "token_expires_at")
@@ -450,6 +452,8 @@ class SqlStore(Store):
             "options": options,
             "cost": job.cost,
             "now": now,
+            "state": "running" if start else "queued",
+            "started": now if start else None,
         }
         for index, (check, (start, end)) in enumerate(zip(ordered, bounds, strict=True)):
             arguments[f"start{index}"], arguments[f"end{index}"] = start, end

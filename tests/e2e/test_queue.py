@@ -240,6 +240,40 @@ async def test_refused_first_response_of_a_started_job_still_delivers_in_the_cha
     drop_expected_errors(world, "10062", "unanswered")
 
 
+async def test_a_result_ready_before_discord_took_the_first_response_still_replaces_it(world: World) -> None:
+    # A job with a free slot goes to the generator beside its first response. When the generator answers before
+    # Discord has applied that response, the result must wait for it: "@original" does not exist until then
+    # (an edit would get 10015 and the images would go to the channel instead).
+    world.onemin.latency = 0
+    await world.start_bot()
+    world.discord.callback_delay = 1.5
+    interaction = await world.imagine(prompt="a quick sketch", quality="low")
+
+    await interaction.wait_for(has_attachments(1), timeout=15)
+    world.discord.callback_delay = 0.0
+    assert interaction.responded_at is not None
+    took_effect = interaction.responded_at + 1.5
+    upload = next(r for r in world.discord.requests if r.method == "PATCH" and interaction.token in r.path)
+    assert upload.time >= took_effect  # it waited for the status message to exist
+    assert world.onemin.requests[0]["answer"] is not None and len(world.onemin.requests) == 1
+    assert world.discord.channel_messages(world.channel) == []
+    assert "9.75 credits left" in await world.quota_me()
+
+
+async def test_a_request_over_quota_gives_back_the_slot_it_would_have_taken(world: World) -> None:
+    # A job with a free slot takes its place before its cost is reserved; a refusal must give the place back.
+    world.onemin.latency = 0.2
+    await world.start_bot(MAX_CONCURRENT_JOBS="1", QUOTA_DEFAULT_CREDITS="2")
+    refused = await world.imagine(prompt="too big", size="2048x2048", quality="medium")  # 4 credits
+    assert (await refused.wait_for_callback(timeout=3))["data"]["flags"] & EPHEMERAL
+
+    accepted = await world.imagine(world.other, prompt="small", quality="low")
+    callback = await accepted.wait_for_callback(timeout=3)
+    assert "queued" not in callback["data"]["content"]  # the only slot was free for it
+    await accepted.wait_for(has_attachments(1), timeout=15)
+    assert prompts(world) == ["small"]
+
+
 async def test_refused_first_response_of_a_queued_job_refunds_it_and_never_generates(world: World) -> None:
     world.onemin.latency = 3
     await world.start_bot(MAX_CONCURRENT_JOBS="1")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
+from imaginebot import scheduler as scheduler_module
 from imaginebot.scheduler import FairScheduler
 
 
@@ -133,3 +135,86 @@ async def test_every_member_gets_a_turn_before_anyone_gets_a_second(members: int
     first_round = [job for job, _ in ranked[:members]]
     assert sorted(job // 1000 for job in first_round) == list(range(members))
     await scheduler.close()
+
+
+async def test_a_claimed_place_counts_in_flight_until_its_job_runs_and_ends() -> None:
+    recorder = Recorder()
+    scheduler = FairScheduler(run=recorder.run, max_concurrent=1, max_per_member=2)
+    assert scheduler.claim(1) is True
+    assert scheduler.claim(2) is False  # the only slot is taken, though no job runs yet
+    scheduler.submit(20, member_id=2)
+    await settle()
+    assert recorder.started == []
+    assert scheduler.positions() == {20: 0}
+
+    scheduler.start_claimed(10, member_id=1)
+    await settle()
+    assert recorder.started == [10]
+    recorder.release(10)
+    await settle()
+    assert recorder.started == [10, 20]
+    await scheduler.close()
+
+
+async def test_a_released_claim_gives_its_slot_to_the_queue() -> None:
+    recorder = Recorder()
+    scheduler = FairScheduler(run=recorder.run, max_concurrent=1, max_per_member=1)
+    assert scheduler.claim(1)
+    scheduler.submit(20, member_id=2)
+    scheduler.release(1)  # e.g. the member's quota refused the job
+    await settle()
+    assert recorder.started == [20]
+    assert scheduler.claim(1) is False
+    await scheduler.close()
+
+
+async def test_no_claim_that_would_jump_the_queue_or_break_a_limit() -> None:
+    recorder = Recorder()
+    scheduler = FairScheduler(run=recorder.run, max_concurrent=3, max_per_member=1)
+    scheduler.submit(1, member_id=1)
+    scheduler.submit(2, member_id=1)  # waits: member 1 is at their limit
+    await settle()
+    assert scheduler.claim(1) is False  # at their limit, and their own job waits first
+    assert scheduler.claim(2) is True  # a free slot nobody waiting may use
+    scheduler.start_claimed(3, member_id=2)
+    scheduler.pause(0.2)
+    assert scheduler.claim(4) is False  # paused: the job must queue
+    await scheduler.close()
+    assert scheduler.claim(5) is False  # closed
+
+
+async def test_a_claim_does_not_overtake_jobs_waiting_for_the_end_of_a_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder = Recorder()
+    scheduler = FairScheduler(run=recorder.run, max_concurrent=2, max_per_member=1)
+    scheduler.pause(60)
+    scheduler.submit(1, member_id=1)
+    # The pause is over, but the queue has not been woken yet: member 1's job must start before a new one.
+    later = time.monotonic() + 61
+    monkeypatch.setattr(scheduler_module.time, "monotonic", lambda: later)
+    assert scheduler.claim(2) is False
+    await scheduler.close()
+
+
+async def test_a_claimed_member_waits_behind_others_for_their_next_job() -> None:
+    recorder = Recorder()
+    scheduler = FairScheduler(run=recorder.run, max_concurrent=2, max_per_member=2)
+    assert scheduler.claim(1)
+    scheduler.start_claimed(1, member_id=1)
+    scheduler.submit(2, member_id=9)  # takes the second slot
+    await settle()
+    scheduler.submit(3, member_id=1)
+    scheduler.submit(4, member_id=5)
+    # Member 1 was just served, member 5 never: member 5 goes first.
+    assert scheduler.positions() == {4: 0, 3: 1}
+    await scheduler.close()
+
+
+async def test_a_claim_started_after_close_runs_nothing() -> None:
+    recorder = Recorder()
+    scheduler = FairScheduler(run=recorder.run, max_concurrent=1, max_per_member=1)
+    assert scheduler.claim(1)
+    await scheduler.close()
+    scheduler.start_claimed(1, member_id=1)
+    await settle()
+    assert recorder.started == []
+    assert scheduler.in_flight == 0

@@ -216,6 +216,42 @@ async def test_mark_running_only_from_queued(store: Store, new_job: NewJobFactor
     assert not await store.mark_running(999_999, now=started)
 
 
+async def test_a_reservation_with_start_inserts_the_job_running_and_charged(
+    store: Store, new_job: NewJobFactory
+) -> None:
+    result = await store.reserve(new_job(cost=300), [member(500)], now=NOW, start=True)
+
+    assert isinstance(result, Reserved)
+    job = result.job
+    assert (job.state, job.started_at) == ("running", NOW)
+    assert await store.get_job(job.id) == job
+    assert not await store.mark_running(job.id, now=NOW)  # already running: the one write was enough
+    assert await store.usage(guild_id=GUILD, user_id=USER, period="day", now=NOW) == 300
+    [entry] = await store.ledger(guild_id=GUILD, since=NOW, until=NOW + timedelta(seconds=1))
+    assert (entry.job_id, entry.amount, entry.reason) == (job.id, 300, "reserve")
+    # It settles like any running job: delivered, or refunded by a failure or a restart.
+    assert await store.fail_job(job.id, state="failed", error="generator said no", now=NOW)
+    assert await store.usage(guild_id=GUILD, user_id=USER, period="day", now=NOW) == 0
+
+
+async def test_a_refused_reservation_with_start_inserts_nothing(store: Store, new_job: NewJobFactory) -> None:
+    result = await store.reserve(new_job(cost=600), [member(500)], now=NOW, start=True)
+
+    assert isinstance(result, Refused)
+    assert await store.jobs_in_states(["queued", "running"]) == []
+    assert await store.ledger(guild_id=GUILD, since=NOW, until=NOW + timedelta(seconds=1)) == []
+
+
+async def test_a_job_reserved_running_is_interrupted_by_a_restart(store: Store, new_job: NewJobFactory) -> None:
+    result = await store.reserve(new_job(cost=100), [], now=NOW, start=True)
+    assert isinstance(result, Reserved)
+
+    [job] = await store.interrupt_running_jobs(error="the bot restarted", now=NOW + timedelta(minutes=1))
+
+    assert (job.id, job.state) == (result.job.id, "interrupted")
+    assert await store.usage(guild_id=GUILD, user_id=USER, period="day", now=NOW) == 0
+
+
 async def test_refund_of_a_job_from_yesterday_lowers_yesterdays_usage_not_todays(
     store: Store, new_job: NewJobFactory
 ) -> None:

@@ -71,6 +71,9 @@ class FakeDiscord:
         self.request_size_limit = request_size_limit
         self.token_lifetime = token_lifetime
         self.first_response_deadline = first_response_deadline
+        # Seconds an interaction callback takes to be applied after it arrived (a slow network or Discord): the
+        # interaction has no response, so no "@original", until then.
+        self.callback_delay = 0.0
 
         self.guilds: list[FakeGuild] = []
         self.interactions: dict[int, FakeInteraction] = {}

@@ -1,12 +1,14 @@
 """Interaction callbacks and the interaction webhook routes, with Discord's rules about them.
 
-- The first response must come within `first_response_deadline` (404/10062 after), and only once (400/40060).
+- The first response must come within `first_response_deadline` (404/10062 after), and only once (400/40060);
+  it takes effect `callback_delay` seconds after it arrived.
 - The webhook (followups, @original) works only after a response (404/10015) and for `token_lifetime` (401/50027).
 - After a "thinking" defer the first followup replaces the placeholder and keeps the defer's visibility.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -60,6 +62,8 @@ class InteractionRoutes:
     async def callback(self, request: web.Request) -> web.Response:
         """The interaction response."""
         arrived = record_of(request).time
+        if self.fake.callback_delay > 0:
+            await asyncio.sleep(self.fake.callback_delay)
         interaction = self.fake.interactions.get(int(request.match_info["interaction_id"]))
         if interaction is None or interaction.token != request.match_info["interaction_token"]:
             raise DiscordHTTPError(404, 10062, "Unknown interaction", problem="callback to an unknown interaction")
