@@ -281,7 +281,9 @@ def targets(report: dict[str, Any], args: argparse.Namespace) -> list[tuple[str,
             )
         )
     e2e = report["end_to_end"]
-    if "ratio_p50" in e2e and not args.fairness:
+    # The issue sets these for every job in flight at once and images posted as they are; with a queue or
+    # re-encoding, end to end is meant to be longer (the figures are still printed above).
+    if "ratio_p50" in e2e and not args.fairness and not args.oversize and args.concurrency >= args.members:
         checks.append(("end-to-end / latency p50 <= 1.05", e2e["ratio_p50"] <= RATIO_P50, f"{e2e['ratio_p50']:.3f}"))
         checks.append(("end-to-end / latency p99 <= 1.15", e2e["ratio_p99"] <= RATIO_P99, f"{e2e['ratio_p99']:.3f}"))
     stall = report["event_loop"].get("max_stall")
