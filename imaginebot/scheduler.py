@@ -154,10 +154,22 @@ class FairScheduler:
         return {job_id: index for index, job_id in enumerate(order)}
 
     def position(self, job_id: int) -> int | None:
-        """One job's position (see ``positions``), or None when it is not queued."""
-        if job_id not in self._member_of:
+        """One job's position (see ``positions``), or None when it is not queued.
+
+        Counted without ordering the whole queue (each new job asks for its own): the job is its member's
+        r-th waiting job, so every member before it in turn order has up to r + 1 jobs ahead of it, every
+        member after it up to r.
+        """
+        member_id = self._member_of.get(job_id)
+        if member_id is None:
             return None
-        return self.positions().get(job_id)
+        rank = self._waiting[member_id].index(job_id)
+        key = self._turn_key[member_id]
+        ahead = rank
+        for other, jobs in self._waiting.items():
+            if other != member_id:
+                ahead += min(len(jobs), rank + 1 if self._turn_key[other] < key else rank)
+        return ahead
 
     def pause(self, seconds: float) -> None:
         """Start nothing new for ``seconds`` (the generator said 429); running jobs are not touched."""

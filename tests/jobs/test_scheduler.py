@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 
 import pytest
@@ -218,3 +219,20 @@ async def test_a_claim_started_after_close_runs_nothing() -> None:
     await settle()
     assert recorder.started == []
     assert scheduler.in_flight == 0
+
+
+async def test_one_jobs_position_matches_the_whole_queues_order() -> None:
+    recorder = Recorder()
+    scheduler = FairScheduler(run=recorder.run, max_concurrent=2, max_per_member=1)
+    rng = random.Random(5)
+    for job_id in range(1, 301):
+        scheduler.submit(job_id, member_id=rng.randrange(12))
+        if rng.random() < 0.2 and recorder.started:
+            recorder.release(recorder.started[rng.randrange(len(recorder.started))])
+            await settle()
+        if rng.random() < 0.1:
+            scheduler.cancel(rng.randrange(1, job_id + 1))
+        everything = scheduler.positions()
+        assert {job: scheduler.position(job) for job in everything} == everything
+    assert len(scheduler.positions()) > 50  # the queue got deep
+    await scheduler.close()
