@@ -220,6 +220,15 @@ _INSERT_LEDGER = (
     "INSERT INTO ledger (guild_id, user_id, job_id, amount, reason, charged_at, created_at, actor_id) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
 )
+# Every ledger entry is added to the per-day usage totals in the same transaction: the member's (everything),
+# the server's and the bot-wide (what was spent: $5 is 0 for a reset). Usage sums read these (_usage_query).
+# On PostgreSQL concurrent reservations therefore take turns on the day's bot-wide row (each holds it until
+# its short transaction commits), as they already do on the guild lock when a global budget is set.
+_ADD_USAGE = (
+    "INSERT INTO usage_daily (scope, guild_id, user_id, day, amount) "
+    "VALUES ('member', $1, $2, $3, $4), ('server', $1, 0, $3, $5), ('global', 0, 0, $3, $5) "
+    "ON CONFLICT (scope, guild_id, user_id, day) DO UPDATE SET amount = usage_daily.amount + excluded.amount"
+)
 _PENDING = ", ".join(f"'{state}'" for state in PENDING_STATES)
 
 _OPTIONAL_INT_SETTINGS = ("default_count", "max_count", "mod_role_id", "log_channel_id")
@@ -273,23 +282,29 @@ class _Params:
 def _usage_query(
     params: _Params, scope: Scope, guild_id: object, user_id: object | None, start: object, end: object
 ) -> str:
-    """A scalar subquery summing the ledger the way ``scope`` counts usage in [start, end). The values go to
-    ``params`` (for a template, their names do)."""
+    """A scalar subquery of the usage ``scope`` counts in [start, end), which must be UTC midnights (as every
+    limit's period is): summed from the per-day totals kept beside the ledger (see ``_ADD_USAGE``). The values
+    go to ``params`` (for a template, their names do)."""
     if scope == "member":
         if user_id is None:
             raise ValueError("member usage needs a user_id")
-        where = f"guild_id = {params(guild_id)} AND user_id = {params(user_id)}"
+        where = f"scope = 'member' AND guild_id = {params(guild_id)} AND user_id = {params(user_id)}"
     elif scope == "server":
         # A moderator's reset gives the member their credits back, but what was spent stays spent.
-        where = f"guild_id = {params(guild_id)} AND reason <> 'reset'"
+        where = f"scope = 'server' AND guild_id = {params(guild_id)} AND user_id = 0"
     elif scope == "global":
-        where = "reason <> 'reset'"
+        where = "scope = 'global' AND guild_id = 0 AND user_id = 0"
     else:
         raise ValueError(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
     return (
-        f"(SELECT COALESCE(SUM(amount), 0) FROM ledger "
-        f"WHERE {where} AND charged_at >= {params(start)} AND charged_at < {params(end)})"
+        f"(SELECT COALESCE(SUM(amount), 0) FROM usage_daily "
+        f"WHERE {where} AND day >= {params(start)} AND day < {params(end)})"
     )
+
+
+def utc_day(moment: datetime) -> datetime:
+    """The UTC midnight starting ``moment``'s day: the key of its per-day usage totals."""
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 # The job INSERT's values, in column order (see _reservation_sql).
@@ -347,12 +362,38 @@ _CHARGE_RESERVED = (
     "WHERE guild_id = $1 AND user_id = $2 AND created_at = $3 AND interaction_id = $4 "
     "AND state IN ('queued', 'running') AND NOT EXISTS (SELECT 1 FROM ledger WHERE ledger.job_id = jobs.id)"
 )
+# ... and add it to the per-day totals (see _ADD_USAGE), again only if the job was inserted.
+_ADD_RESERVED_USAGE = (
+    "INSERT INTO usage_daily (scope, guild_id, user_id, day, amount) "
+    "SELECT scopes.scope, CASE WHEN scopes.scope = 'global' THEN 0 ELSE jobs.guild_id END, "
+    "CASE WHEN scopes.scope = 'member' THEN jobs.user_id ELSE 0 END, $5, jobs.cost "
+    "FROM jobs CROSS JOIN (SELECT 'member' AS scope UNION ALL SELECT 'server' UNION ALL SELECT 'global') AS scopes "
+    "WHERE jobs.guild_id = $1 AND jobs.user_id = $2 AND jobs.created_at = $3 AND jobs.interaction_id = $4 "
+    "ON CONFLICT (scope, guild_id, user_id, day) DO UPDATE SET amount = usage_daily.amount + excluded.amount"
+)
+
+
+async def _add_to_ledger(
+    conn: Connection,
+    guild_id: int,
+    user_id: int,
+    job_id: int | None,
+    amount: int,
+    reason: str,
+    charged_at: datetime,
+    created_at: datetime,
+    actor_id: int | None,
+) -> None:
+    """One ledger entry and its share of the per-day usage totals (inside the caller's transaction)."""
+    await conn.execute(_INSERT_LEDGER, guild_id, user_id, job_id, amount, reason, charged_at, created_at, actor_id)
+    spent = 0 if reason == "reset" else amount
+    await conn.execute(_ADD_USAGE, guild_id, user_id, utc_day(charged_at), amount, spent)
 
 
 class SqlStore(Store):
     """The Store on a SQL database; subclasses provide the connections, transactions and locks."""
 
-    # Values for the ${...} placeholders in migration files.
+    # Values for the ${...} placeholders in migration files: type names, and an expression that differs.
     type_names: ClassVar[Mapping[str, str]]
 
     @abstractmethod
@@ -467,11 +508,14 @@ class SqlStore(Store):
         # nothing when the limits refused it. An interaction makes at most one job, and NOT EXISTS makes
         # sure no job is ever charged twice.
         statements.append(Statement(_CHARGE_RESERVED, (job.guild_id, job.user_id, now, job.interaction_id)))
+        statements.append(
+            Statement(_ADD_RESERVED_USAGE, (job.guild_id, job.user_id, now, job.interaction_id, utc_day(now)))
+        )
         results = await self._atomically(statements)
-        inserted = results[-2]
+        inserted = results[-3]
         if inserted:
             return Reserved(_job(inserted[0]))
-        used = results[-3][0] if ordered else ()
+        used = results[-4][0] if ordered else ()
         for index, (check, (_, end)) in enumerate(zip(ordered, bounds, strict=True)):
             if int(used[index]) + job.cost > check.limit.credits:
                 return Refused(check.scope, check.limit, int(used[index]), end)
@@ -571,8 +615,8 @@ class SqlStore(Store):
             )
             if row is None:
                 return False
-            await conn.execute(
-                _INSERT_LEDGER,
+            await _add_to_ledger(
+                conn,
                 row["guild_id"],
                 row["user_id"],
                 job_id,
@@ -617,8 +661,8 @@ class SqlStore(Store):
             )
             jobs = sorted((_job(row) for row in rows), key=lambda job: job.id)
             for job in jobs:
-                await conn.execute(
-                    _INSERT_LEDGER, job.guild_id, job.user_id, job.id, -job.cost, "refund", job.created_at, now, None
+                await _add_to_ledger(
+                    conn, job.guild_id, job.user_id, job.id, -job.cost, "refund", job.created_at, now, None
                 )
         if jobs:
             log.info("interrupted and refunded %d job(s) that were running at the last stop", len(jobs))
@@ -822,7 +866,7 @@ class SqlStore(Store):
             # it back here too would refund the same credits twice.
             given = max(0, used - pending)
             if given:
-                await conn.execute(_INSERT_LEDGER, guild_id, user_id, None, -given, "reset", now, now, actor_id)
+                await _add_to_ledger(conn, guild_id, user_id, None, -given, "reset", now, now, actor_id)
             await self._audit(
                 conn,
                 guild_id=guild_id,

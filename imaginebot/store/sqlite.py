@@ -95,7 +95,13 @@ class SqliteStore(SqlStore):
     statements (reservations, job updates) are group-committed (``store/group_commit.py``)."""
 
     type_names = MappingProxyType(
-        {"id_pk": "INTEGER PRIMARY KEY AUTOINCREMENT", "timestamp": "TEXT", "decimal": "TEXT"}
+        {
+            "id_pk": "INTEGER PRIMARY KEY AUTOINCREMENT",
+            "timestamp": "TEXT",
+            "decimal": "TEXT",
+            # Times are stored as UTC ISO text (see _sqlite_value): the day is its first ten characters.
+            "utc_day_of_charged_at": "substr(charged_at, 1, 10) || 'T00:00:00.000000+00:00'",
+        }
     )
 
     def __init__(self, path: Path | str, *, busy_timeout_ms: int = 5000) -> None:
