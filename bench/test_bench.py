@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from bench.burst import main as burst_main
+from bench.compare import medians, read_figures
 from bench.instrumented_bot import request_kind, token_key
 from bench.measure import Summary, percentile, process_cpu_seconds, process_memory_kib
 from bench.world import DeliveryTracker
@@ -92,3 +93,21 @@ def test_a_small_burst_runs_end_to_end(tmp_path: Any, capsys: pytest.CaptureFixt
     assert 0.3 <= data["end_to_end"]["total"]["p50"] < 10
     assert data["event_loop"]["ticks"] > 0 and data["memory_mb"]["peak"] > 10
     assert data["fake_discord"] == {"protocol_errors": [], "spec_violations": []}
+
+
+def test_compare_reads_a_reports_figures_and_takes_medians() -> None:
+    report = {
+        "first_response": {"total": {"p99": 0.4}},
+        "end_to_end": {"ratio_p50": 1.06, "ratio_p99": 1.1, "to_generator": {"p50": 0.2}},
+        "event_loop": {"max_stall": 0.025},
+        "cpu": {"bot_per_job_ms": 1.7},
+    }
+    figures = read_figures(report)
+    assert figures["first response p99 ms"] == pytest.approx(400)
+    assert figures["to the generator p50 ms"] == pytest.approx(200)
+    assert figures["after the generator p50 ms"] is None  # not in this report
+    other = dict(figures, **{"end-to-end / latency p50": 1.08})
+    third = dict(figures, **{"end-to-end / latency p50": 1.04})
+    middle = medians([figures, other, third])
+    assert middle["end-to-end / latency p50"] == pytest.approx(1.06)
+    assert middle["after the generator p50 ms"] is None
