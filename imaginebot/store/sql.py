@@ -220,14 +220,16 @@ _INSERT_LEDGER = (
     "INSERT INTO ledger (guild_id, user_id, job_id, amount, reason, charged_at, created_at, actor_id) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
 )
-# Every ledger entry is added to the per-day usage totals in the same transaction: the member's (everything),
-# the server's and the bot-wide (what was spent: $5 is 0 for a reset). Usage sums read these (_usage_query).
-# On PostgreSQL concurrent reservations therefore take turns on the day's bot-wide row (each holds it until
-# its short transaction commits), as they already do on the guild lock when a global budget is set.
-_ADD_USAGE = (
-    "INSERT INTO usage_daily (scope, guild_id, user_id, day, amount) "
-    "VALUES ('member', $1, $2, $3, $4), ('server', $1, 0, $3, $5), ('global', 0, 0, $3, $5) "
-    "ON CONFLICT (scope, guild_id, user_id, day) DO UPDATE SET amount = usage_daily.amount + excluded.amount"
+# Every ledger entry is added to the per-day usage totals in the same transaction (_add_to_ledger): the
+# member's (everything), the server's and the bot-wide (what was spent, resets left out). Usage sums read
+# these (_usage_query). On PostgreSQL concurrent reservations therefore take turns on the day's bot-wide row
+# (each holds it until its short transaction commits), as they already do on the guild lock when a global
+# budget is set. Rows are always updated in one order (member, server, bot-wide; then guild, user, day), so
+# that two transactions never wait for each other's rows.
+_USAGE_SCOPES = ("member", "server", "global")
+_ADD_USAGE_HEAD = "INSERT INTO usage_daily (scope, guild_id, user_id, day, amount) VALUES "
+_ADD_USAGE_TAIL = (
+    " ON CONFLICT (scope, guild_id, user_id, day) DO UPDATE SET amount = usage_daily.amount + excluded.amount"
 )
 _PENDING = ", ".join(f"'{state}'" for state in PENDING_STATES)
 
@@ -362,7 +364,7 @@ _CHARGE_RESERVED = (
     "WHERE guild_id = $1 AND user_id = $2 AND created_at = $3 AND interaction_id = $4 "
     "AND state IN ('queued', 'running') AND NOT EXISTS (SELECT 1 FROM ledger WHERE ledger.job_id = jobs.id)"
 )
-# ... and add it to the per-day totals (see _ADD_USAGE), again only if the job was inserted.
+# ... and add it to the per-day totals (see _add_to_ledger; same rows, same order), only if the job was inserted.
 _ADD_RESERVED_USAGE = (
     "INSERT INTO usage_daily (scope, guild_id, user_id, day, amount) "
     "SELECT scopes.scope, CASE WHEN scopes.scope = 'global' THEN 0 ELSE jobs.guild_id END, "
@@ -373,21 +375,50 @@ _ADD_RESERVED_USAGE = (
 )
 
 
-async def _add_to_ledger(
-    conn: Connection,
-    guild_id: int,
-    user_id: int,
-    job_id: int | None,
-    amount: int,
-    reason: str,
-    charged_at: datetime,
-    created_at: datetime,
-    actor_id: int | None,
-) -> None:
-    """One ledger entry and its share of the per-day usage totals (inside the caller's transaction)."""
-    await conn.execute(_INSERT_LEDGER, guild_id, user_id, job_id, amount, reason, charged_at, created_at, actor_id)
-    spent = 0 if reason == "reset" else amount
-    await conn.execute(_ADD_USAGE, guild_id, user_id, utc_day(charged_at), amount, spent)
+@dataclass(frozen=True, slots=True)
+class _NewEntry:
+    """A ledger row to add (see _INSERT_LEDGER)."""
+
+    guild_id: int
+    user_id: int
+    job_id: int | None
+    amount: int
+    reason: str
+    charged_at: datetime
+    created_at: datetime
+    actor_id: int | None = None
+
+
+async def _add_to_ledger(conn: Connection, entries: Sequence[_NewEntry]) -> None:
+    """Ledger entries and their shares of the per-day usage totals (inside the caller's transaction)."""
+    deltas: dict[tuple[int, int, int, datetime], int] = {}
+    for entry in entries:
+        await conn.execute(
+            _INSERT_LEDGER,
+            entry.guild_id,
+            entry.user_id,
+            entry.job_id,
+            entry.amount,
+            entry.reason,
+            entry.charged_at,
+            entry.created_at,
+            entry.actor_id,
+        )
+        day = utc_day(entry.charged_at)
+        shares = [(0, entry.guild_id, entry.user_id)]
+        if entry.reason != "reset":  # a reset gives the member credits back; what was spent stays spent
+            shares += [(1, entry.guild_id, 0), (2, 0, 0)]
+        for scope, guild_id, user_id in shares:
+            key = (scope, guild_id, user_id, day)
+            deltas[key] = deltas.get(key, 0) + entry.amount
+    if not deltas:
+        return
+    params = _Params()
+    rows = ", ".join(
+        f"({params(_USAGE_SCOPES[scope])}, {params(guild_id)}, {params(user_id)}, {params(day)}, {params(amount)})"
+        for (scope, guild_id, user_id, day), amount in sorted(deltas.items())
+    )
+    await conn.execute(_ADD_USAGE_HEAD + rows + _ADD_USAGE_TAIL, *params.values)
 
 
 class SqlStore(Store):
@@ -615,17 +646,11 @@ class SqlStore(Store):
             )
             if row is None:
                 return False
-            await _add_to_ledger(
-                conn,
-                row["guild_id"],
-                row["user_id"],
-                job_id,
-                -int(row["cost"]),
-                "refund",
-                _time(row["created_at"]),
-                now,
-                actor_id,
+            charged_at = _time(row["created_at"])
+            refund = _NewEntry(
+                row["guild_id"], row["user_id"], job_id, -int(row["cost"]), "refund", charged_at, now, actor_id
             )
+            await _add_to_ledger(conn, [refund])
         return True
 
     async def set_status_message(self, job_id: int, message_id: int | None) -> None:
@@ -660,10 +685,13 @@ class SqlStore(Store):
                 now,
             )
             jobs = sorted((_job(row) for row in rows), key=lambda job: job.id)
-            for job in jobs:
-                await _add_to_ledger(
-                    conn, job.guild_id, job.user_id, job.id, -job.cost, "refund", job.created_at, now, None
-                )
+            await _add_to_ledger(
+                conn,
+                [
+                    _NewEntry(job.guild_id, job.user_id, job.id, -job.cost, "refund", job.created_at, now)
+                    for job in jobs
+                ],
+            )
         if jobs:
             log.info("interrupted and refunded %d job(s) that were running at the last stop", len(jobs))
         return jobs
@@ -866,7 +894,7 @@ class SqlStore(Store):
             # it back here too would refund the same credits twice.
             given = max(0, used - pending)
             if given:
-                await _add_to_ledger(conn, guild_id, user_id, None, -given, "reset", now, now, actor_id)
+                await _add_to_ledger(conn, [_NewEntry(guild_id, user_id, None, -given, "reset", now, now, actor_id)])
             await self._audit(
                 conn,
                 guild_id=guild_id,
