@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.botenv import REPO
 
 # (label, how to read it from a --json report, format)
 FIGURES: tuple[tuple[str, Callable[[dict[str, Any]], float], str], ...] = (

@@ -20,17 +20,22 @@ def parse_period(text: str) -> Period:
     return value  # type: ignore[return-value]
 
 
+def day_start(moment: datetime) -> datetime:
+    """The UTC midnight that starts ``moment``'s day (every period is made of whole such days)."""
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 def period_bounds(period: Period, now: datetime) -> tuple[datetime, datetime]:
     """Return the start (inclusive) and end (exclusive) of the calendar period containing ``now``, in UTC."""
     now = now.astimezone(UTC)
-    day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    today = day_start(now)
     if period == "day":
-        return day_start, day_start + timedelta(days=1)
+        return today, today + timedelta(days=1)
     if period == "week":
-        start = day_start - timedelta(days=now.weekday())
+        start = today - timedelta(days=now.weekday())
         return start, start + timedelta(days=7)
     if period == "month":
-        start = day_start.replace(day=1)
+        start = today.replace(day=1)
         end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
         return start, end
     raise ValueError(f"unknown period {period!r}")

@@ -22,7 +22,7 @@ from types import MappingProxyType
 from typing import Any, ClassVar, Protocol
 
 from imaginebot.limits import Limit
-from imaginebot.periods import PERIODS, Period, period_bounds
+from imaginebot.periods import PERIODS, Period, day_start, period_bounds
 from imaginebot.store.base import (
     PENDING_STATES,
     SCOPES,
@@ -304,11 +304,6 @@ def _usage_query(
     )
 
 
-def utc_day(moment: datetime) -> datetime:
-    """The UTC midnight starting ``moment``'s day: the key of its per-day usage totals."""
-    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-
-
 # The job INSERT's values, in column order (see _reservation_sql).
 _JOB_ARGUMENTS = (
     "guild",
@@ -404,7 +399,7 @@ async def _add_to_ledger(conn: Connection, entries: Sequence[_NewEntry]) -> None
             entry.created_at,
             entry.actor_id,
         )
-        day = utc_day(entry.charged_at)
+        day = day_start(entry.charged_at)
         shares = [(0, entry.guild_id, entry.user_id)]
         if entry.reason != "reset":  # a reset gives the member credits back; what was spent stays spent
             shares += [(1, entry.guild_id, 0), (2, 0, 0)]
@@ -540,7 +535,7 @@ class SqlStore(Store):
         # sure no job is ever charged twice.
         statements.append(Statement(_CHARGE_RESERVED, (job.guild_id, job.user_id, now, job.interaction_id)))
         statements.append(
-            Statement(_ADD_RESERVED_USAGE, (job.guild_id, job.user_id, now, job.interaction_id, utc_day(now)))
+            Statement(_ADD_RESERVED_USAGE, (job.guild_id, job.user_id, now, job.interaction_id, day_start(now)))
         )
         results = await self._atomically(statements)
         inserted = results[-3]
