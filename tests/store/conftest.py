@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 import asyncpg
 import pytest
 
@@ -109,3 +110,25 @@ def new_job() -> Callable[..., NewJob]:
         return NewJob(**values)
 
     return build
+
+
+async def run_around_the_store(
+    factory: StoreFactory, store: Store, statements: list[str]
+) -> list[list[tuple[Any, ...]]]:
+    """Run SQL on the store's database without the store's code (committed); each statement's rows."""
+    results: list[list[tuple[Any, ...]]] = []
+    if factory.backend == "sqlite":
+        assert isinstance(store, SqliteStore)
+        async with aiosqlite.connect(store.path) as db:
+            for statement in statements:
+                results.append([tuple(row) for row in await db.execute_fetchall(statement)])
+            await db.commit()
+        return results
+    assert isinstance(store, PostgresStore) and store.schema is not None
+    conn = await asyncpg.connect(postgres_url(), server_settings={"search_path": store.schema})
+    try:
+        for statement in statements:
+            results.append([tuple(row) for row in await conn.fetch(statement)])
+    finally:
+        await conn.close()
+    return results

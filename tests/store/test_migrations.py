@@ -7,13 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aiosqlite
-import asyncpg
 import pytest
 
-from imaginebot.store import NewJob, PostgresStore, Reserved, SqliteStore, Store, open_store
+from imaginebot.store import NewJob, Reserved, SqliteStore, Store, open_store
 from imaginebot.store.sql import load_migrations
 from imaginebot.store.sqlite import split_statements
-from tests.store.conftest import NOW, StoreFactory, postgres_url
+from tests.store.conftest import NOW, StoreFactory, run_around_the_store
 
 
 def test_migrations_are_numbered_from_one_without_gaps() -> None:
@@ -50,16 +49,8 @@ async def test_two_stores_opening_a_fresh_database_at_once_migrate_it_once(store
 async def schema_migrations(factory: StoreFactory, store: Store) -> list[tuple[int, str]]:
     """The rows of schema_migrations, read around the store so the test does not trust its own code."""
     query = "SELECT version, name FROM schema_migrations ORDER BY version"
-    if factory.backend == "sqlite":
-        assert isinstance(store, SqliteStore)
-        async with aiosqlite.connect(store.path) as db:
-            return [(int(v), n) for v, n in await db.execute_fetchall(query)]
-    assert isinstance(store, PostgresStore) and store.schema is not None
-    conn = await asyncpg.connect(postgres_url(), server_settings={"search_path": store.schema})
-    try:
-        return [(int(r["version"]), r["name"]) for r in await conn.fetch(query)]
-    finally:
-        await conn.close()
+    [rows] = await run_around_the_store(factory, store, [query])
+    return [(int(version), name) for version, name in rows]
 
 
 async def test_a_store_that_is_not_open_says_so(store_factory: StoreFactory) -> None:

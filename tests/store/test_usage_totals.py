@@ -6,12 +6,9 @@ import random
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-import aiosqlite
-import asyncpg
-
 from imaginebot.periods import period_bounds
-from imaginebot.store import NewJob, PostgresStore, Reserved, SqliteStore, Store
-from tests.store.conftest import GUILD, MOD, NOW, OTHER_GUILD, OTHER_USER, USER, StoreFactory, postgres_url
+from imaginebot.store import NewJob, Reserved, Store
+from tests.store.conftest import GUILD, MOD, NOW, OTHER_GUILD, OTHER_USER, USER, StoreFactory, run_around_the_store
 
 GUILDS = (GUILD, OTHER_GUILD)
 USERS = (USER, OTHER_USER)
@@ -118,21 +115,3 @@ async def test_the_migration_builds_the_totals_from_an_existing_ledger(
     await again.open()
 
     assert await usage_table(again) == before == await ledger_table(again)
-
-
-async def run_around_the_store(factory: StoreFactory, store: Store, statements: list[str]) -> None:
-    """Run SQL on the store's database without the store."""
-    if factory.backend == "sqlite":
-        assert isinstance(store, SqliteStore)
-        async with aiosqlite.connect(store.path) as db:
-            for statement in statements:
-                await db.execute(statement)
-            await db.commit()
-        return
-    assert isinstance(store, PostgresStore) and store.schema is not None
-    conn = await asyncpg.connect(postgres_url(), server_settings={"search_path": store.schema})
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
