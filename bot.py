@@ -11,6 +11,7 @@ import logging.handlers
 import queue
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -200,10 +201,24 @@ async def run(bot: ImagineBot, token: str) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop)
+    log.info("event loop: %s", type(loop).__module__.partition(".")[0])
     async with bot:
         await bot.start(token)
         # start() returns once discord.py marks the client closed, before close() has finished with the store.
         await asyncio.gather(*stopping)
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed (a dependency on Linux and macOS), else None: asyncio's own.
+
+    uvloop is asyncio's API with the sockets, transports and timers in C: a burst of interactions, each a few
+    HTTP requests, costs the one event loop less CPU, so members further back in a burst are answered sooner.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def main() -> int:
@@ -217,7 +232,8 @@ def main() -> int:
     listener = setup_logging(settings)
     point_discord_at(settings)
     try:
-        asyncio.run(run(ImagineBot(settings), settings.discord_token))
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            runner.run(run(ImagineBot(settings), settings.discord_token))
     except discord.LoginFailure:
         log.error("Discord refused the bot token (DISCORD_TOKEN); check it in the developer portal")
         return 1

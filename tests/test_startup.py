@@ -40,3 +40,13 @@ def test_bad_value_is_named(variable: str, value: str) -> None:
     result = run_bot(DISCORD_TOKEN="t", ONEMIN_API_KEY="k", **{variable: value})
     assert result.returncode != 0
     assert variable in result.stderr
+
+
+def test_uvloop_runs_the_bot_where_it_is_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvloop
+
+    import bot
+
+    assert bot.event_loop_factory() is uvloop.new_event_loop
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as on Windows, where it is not installed
+    assert bot.event_loop_factory() is None
