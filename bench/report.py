@@ -406,7 +406,7 @@ def print_report(report: dict[str, Any], args: argparse.Namespace, out: Any = No
     if spec:
         say(
             f"fake Discord checked {spec['checked']} of {spec['bodies']} request bodies against Discord's OpenAPI "
-            f"description (one in {spec['one_in']} per route during the burst, all before it)"
+            f"description (one in {spec['one_in']} per route of the burst, after it; the warm-up's as they came)"
         )
     fake = report["fake_discord"]
     if fake["protocol_errors"] or fake["spec_violations"] or report["generator_rejected"]:

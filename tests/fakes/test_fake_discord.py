@@ -715,3 +715,22 @@ async def test_spec_checks_can_be_sampled_per_route(world: World) -> None:
     assert fake.bodies_seen["POST", "/channels/{channel_id}/messages"] == 3
     fake.spec_violations.clear()
     fake.protocol_errors.clear()
+
+
+async def test_spec_checks_can_wait_until_asked_for(world: World) -> None:
+    # The burst benchmark keeps the bodies and checks them after the burst: nothing is refused on the way.
+    fake, bot = world.fake, world.bot
+    fake.validate_later = True
+    channel = bot.get_channel(world.channel.id)
+    assert isinstance(channel, discord.TextChannel)
+    validated_before = fake.bodies_validated
+
+    await channel.send(embed=discord.Embed(title="t" * 257))  # breaks the spec, still posted
+    await channel.send(embed=discord.Embed(title="fine"))
+    assert not fake.spec_violations and fake.bodies_validated == validated_before
+
+    assert fake.validate_deferred() == 2
+    assert fake.bodies_validated - validated_before == 2
+    assert len(fake.spec_violations) == 1 and "/channels/{channel_id}/messages" in fake.spec_violations[0]
+    assert fake.validate_deferred() == 0  # each kept body is checked once
+    fake.spec_violations.clear()

@@ -81,6 +81,9 @@ class RestContext:
         self.fake.bodies_seen[request.method, template] += 1
         if seen % self.fake.validate_one_in:
             return
+        if self.fake.validate_later:
+            self.fake.deferred_bodies.append((template, request.method, body))
+            return
         self.fake.bodies_validated += 1
         errors = self.fake.spec.validate(template, request.method, body)
         if not errors:
