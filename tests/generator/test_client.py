@@ -13,10 +13,13 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
 from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
 from imaginebot.generator import (
@@ -692,6 +695,32 @@ def test_presigned_expiry() -> None:
     assert presigned_expiry(url) == datetime(2025, 1, 22, 10, 30, tzinfo=UTC)
     assert presigned_expiry("https://asset.1min.ai/a.png") is None
     assert presigned_expiry("https://s3.example/a.png?X-Amz-Date=garbage&X-Amz-Expires=1") is None
+    assert presigned_expiry("https://s3.example/a.png?X-Amz-Date=20251315T103000Z&X-Amz-Expires=1") is None  # month 13
+    assert presigned_expiry("https://s3.example/a.png?X-Amz-Expires=60&X-Amz-Date=20250115T103000Z") == datetime(
+        2025, 1, 15, 10, 31, tzinfo=UTC
+    )
+    assert presigned_expiry("https://s3.example/a.png?X-Amz-Date=20250115T103000Z") is None  # no lifetime
+    assert presigned_expiry("https://s3.example/a.png?x-X-Amz-Date=20250115T103000Z&X-Amz-Expires=60") is None
+    assert presigned_expiry("https://s3.example/a.png?X-Amz-Date=20250115T103000Z&X-Amz-Expires=60x") is None
+
+
+@given(
+    signed_at=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2099, 1, 1)),
+    lifetime=st.integers(min_value=0, max_value=10**9 - 1),
+    before=st.lists(st.sampled_from(["X-Amz-Algorithm=AWS4-HMAC-SHA256", "x-id=GetObject", "a=b%26c"]), max_size=3),
+    after=st.lists(st.sampled_from(["X-Amz-Signature=ab12", "X-Amz-SignedHeaders=host", "q="]), max_size=3),
+)
+def test_presigned_expiry_reads_what_a_query_parser_reads(
+    signed_at: datetime, lifetime: int, before: list[str], after: list[str]
+) -> None:
+    stamp = signed_at.strftime("%Y%m%dT%H%M%SZ")
+    query = "&".join([*before, f"X-Amz-Date={stamp}", *after[:1], f"X-Amz-Expires={lifetime}", *after[1:]])
+    url = f"https://s3.us-east-1.amazonaws.com/asset.1min.ai/images/x.png?{query}"
+    fields = parse_qs(urlsplit(url).query)
+    expected = datetime.strptime(fields["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC) + timedelta(
+        seconds=int(fields["X-Amz-Expires"][0])
+    )
+    assert presigned_expiry(url) == expected
 
 
 async def test_downloads_run_concurrently(session: aiohttp.ClientSession, spool: Path) -> None:
