@@ -90,6 +90,8 @@ def test_a_small_burst_runs_end_to_end(tmp_path: Any, capsys: pytest.CaptureFixt
     data = json.loads(report.read_text())
     assert data["delivered"] == 6 and not data["timed_out"] and not data["bot_exit_hung"]
     assert data["first_response"]["answered"] == 6
+    # The bot's own timestamps (its parse of each event, discord.py's callback and upload requests) line up.
+    assert data["first_response"]["in_bot"]["count"] == 6 and data["end_to_end"]["after_in_bot"]["count"] == 6
     assert 0.3 <= data["end_to_end"]["total"]["p50"] < 10
     assert data["event_loop"]["ticks"] > 0 and data["memory_mb"]["peak"] > 10
     assert data["fake_discord"] == {"protocol_errors": [], "spec_violations": []}
