@@ -7,7 +7,7 @@ import contextlib
 import io
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -56,12 +56,14 @@ class JobMessenger:
         self._shown: dict[int, str] = {}
         # Jobs whose token Discord refused: no more status edits are tried on it.
         self._dead_tokens: set[int] = set()
-        # Status edits in flight; kept so they are not garbage-collected before they finish.
+        # Status edits and other background work in flight; kept so they are not garbage-collected before they end.
         self._tasks: set[asyncio.Task[None]] = set()
         # "Generating" edits in flight, which the result or a failure notice must come after.
         self._starting: dict[int, asyncio.Task[None]] = {}
         # First responses on their way to Discord: nothing may edit "@original" before it exists.
         self._answering: dict[int, asyncio.Future[None]] = {}
+        # Each job's status message (its first response), to settle it as a channel message once the token died.
+        self._status_ids: dict[int, int] = {}
 
     # -- helpers ------------------------------------------------------------------------------------------------
 
@@ -136,14 +138,12 @@ class JobMessenger:
             except discord.HTTPException as error:
                 log.info("job %s: status edit refused by Discord: %s", job.id, error)
 
-        task = asyncio.get_running_loop().create_task(guarded())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return self._background(guarded())
 
     def forget(self, job_id: int) -> None:
         """Drop the state kept for a finished job (and any status edit still waiting to be sent)."""
         self._cancel_pending(job_id)
+        self._status_ids.pop(job_id, None)
         self._last_edit.pop(job_id, None)
         self._shown.pop(job_id, None)
         self._dead_tokens.discard(job_id)
@@ -161,10 +161,10 @@ class JobMessenger:
         channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
         try:
             await channel.send(content, allowed_mentions=_requester_only(job.user_id))
-            return
         except discord.HTTPException as error:
             log.info("job %s: channel message failed (%s); trying a DM", job.id, error)
-        await self.direct_message(job, content)
+            await self.direct_message(job, content)
+        await self._settle_stale_status(job, content)
 
     async def direct_message(self, job: Job, content: str) -> bool:
         """DM the requester where Discord allows it."""
@@ -199,6 +199,43 @@ class JobMessenger:
         answer = self._answering.pop(job_id, None)
         if answer is not None and not answer.done():
             answer.set_result(None)
+
+    def status_posted(self, job: Job, message_id: int | None, *, queued: bool) -> None:
+        """Discord took the first response as message ``message_id``. A queued job may outlive its token (15
+        minutes) and a restart, so its message id is also written to the job table (in the background: the
+        member already has the answer); a job that started at once keeps it in memory only."""
+        if message_id is None:
+            return
+        self._status_ids[job.id] = message_id
+        if queued:
+            self._background(self._remember_status(job, message_id))
+
+    async def _remember_status(self, job: Job, message_id: int) -> None:
+        try:
+            await self.bot.store.set_status_message(job.id, message_id)
+        except Exception:
+            log.warning("job %s: could not record its status message %s", job.id, message_id, exc_info=True)
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``work`` in a task kept until it ends (so it is not garbage-collected half way)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _settle_stale_status(self, job: Job, content: str) -> None:
+        """The token is dead, so the status message still shows a state that is over ("queued", "generating"):
+        edit it as the bot's own message in the channel instead (best effort; it may be gone or out of reach)."""
+        message_id = self._status_ids.get(job.id) or job.status_message_id
+        if message_id is None:
+            return
+        message = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id).get_partial_message(
+            message_id
+        )
+        try:
+            await message.edit(content=content, embed=None, view=None, allowed_mentions=_render.NO_PINGS)
+        except discord.HTTPException as error:
+            log.info("job %s: could not update its old status message %s: %s", job.id, message_id, error)
 
     def token_refused(self, job: Job) -> None:
         """Discord refused the job's first response: its token has no message to edit, so post elsewhere."""
@@ -366,6 +403,9 @@ class JobMessenger:
                 allowed_mentions=_requester_only(job.user_id) if number == 0 else _render.NO_PINGS,
             )
             ids.append(message.id)
+        if ids:
+            link = f"https://discord.com/channels/{job.guild_id}/{job.channel_id}/{ids[0]}"
+            await self._settle_stale_status(job, _render.posted_in_channel_status(job, delivery.options, link))
         return DeliveryReceipt(job.channel_id, ids[0] if ids else None, tuple(ids[1:]))
 
 

@@ -55,6 +55,11 @@ def generating_status(job: Job, options: ImagineOptions, started: datetime) -> s
     )
 
 
+def posted_in_channel_status(job: Job, options: ImagineOptions, link: str) -> str:
+    """The old status of a job whose images went to the channel because its token had expired."""
+    return f"✅ <@{job.user_id}>'s images ({describe(options)}) were posted in the channel: {link}"
+
+
 def rate_limited_status(job: Job, options: ImagineOptions, seconds: float, until: datetime) -> str:
     """The public status of a job waiting out the generator's rate limit."""
     return (

@@ -83,7 +83,7 @@ async def accept(interaction: discord.Interaction[ImagineBot], options: ImagineO
     # No await between submit and first_response: the job's task has not run yet.
     fields = bot.messenger.first_response(job, options, outcome.position)
     try:
-        await interaction.response.send_message(**fields)
+        response = await interaction.response.send_message(**fields)
     except discord.HTTPException as error:
         if await bot.jobs.abandon(job, f"Discord refused the first response: {error}"):
             bot.messenger.forget(job.id)  # refunded and never run: nothing more will be shown
@@ -93,5 +93,7 @@ async def accept(interaction: discord.Interaction[ImagineBot], options: ImagineO
         log.warning(
             "job %s: Discord refused the first response (%s); it runs on and is posted in the channel", job.id, error
         )
+    else:
+        bot.messenger.status_posted(job, response.message_id, queued=outcome.position is not None)
     finally:
         bot.messenger.answered(job.id)

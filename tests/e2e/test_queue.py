@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import time
 
 from tests.e2e.harness import World, button_id, content_of, has_attachments, wait_until
@@ -47,6 +49,13 @@ def status_times(world: World, interaction: FakeInteraction, text: str) -> list[
         if text in (body.get("content") or ""):
             times.append(request.time)
     return times
+
+
+def status_message_recorded(world: World, interaction: FakeInteraction) -> bool:
+    """Whether the bot's job table holds the id of the interaction's status message (its first response)."""
+    with contextlib.closing(sqlite3.connect(f"file:{world.database}?mode=ro", uri=True)) as db:
+        row = db.execute("SELECT status_message_id FROM jobs WHERE interaction_id = ?", (interaction.id,)).fetchone()
+    return row is not None and interaction.original is not None and row[0] == interaction.original.id
 
 
 def drop_expected_errors(world: World, *codes: str) -> None:
@@ -200,6 +209,10 @@ async def test_expired_token_delivers_in_the_channel_pinging_only_the_requester(
     assert [str(user) for user in lead.allowed_mentions.get("users", [])] == [str(world.member.id)]
     assert all(not message.mentions_would_ping for message in messages[1:])
     assert has_button(lead, "Re-roll") and has_button(lead, "Delete")
+    # The old status ("Generating ...") could no longer be edited on the token: it was edited as a channel message.
+    link = f"https://discord.com/channels/{world.guild.id}/{world.channel.id}/{lead.id}"
+    await wait_until(lambda: link in status(interaction), timeout=5, what="the old status pointing at the images")
+    assert "posted in the channel" in status(interaction) and not interaction.original.mentions_would_ping
     assert "9.5 credits left" in await world.quota_me()  # delivered, so charged
     drop_expected_errors(world, "50027")
 
@@ -316,3 +329,50 @@ async def test_queued_job_survives_a_restart_and_cancel_still_works(world: World
     assert "10 credits left" in await world.quota_me()  # the interrupted job was refunded
     assert "9 credits left" in await world.quota_me(world.other)
     assert "10 credits left" in await world.quota_me(world.moderator)
+
+
+async def test_a_queued_job_that_outlives_its_token_and_a_restart_settles_its_old_status(world: World) -> None:
+    world.onemin.latency = 60
+    await world.start_bot(MAX_CONCURRENT_JOBS="1")
+    await world.imagine(prompt="holds the only slot")
+    await wait_until(lambda: len(prompts(world)) == 1, timeout=10, what="the first generation")
+    waiting = await world.imagine(world.other, prompt="waits its turn")
+    await waiting.wait_for(lambda i: has_button(i.original, "Cancel"), timeout=5)
+    assert "queued" in status(waiting)
+
+    # The bot restarts (the first job is lost and refunded) and the waiting job's token dies before its turn: the
+    # id of its status message was kept in the job table, so the status is settled as a channel message.
+    world.onemin.latency = 0.5
+    waiting.expire_token()
+    await wait_until(lambda: status_message_recorded(world, waiting), timeout=5, what="the status message's id")
+    await world.restart_bot(crash=True)
+    await world.discord.wait_for(
+        lambda: any(m.attachments for m in world.discord.channel_messages(world.channel)),
+        timeout=20,
+        what="the images in the channel",
+    )
+    lead = next(m for m in world.discord.channel_messages(world.channel) if m.attachments)
+    assert lead.mentions_would_ping == {world.other.mention}
+    await wait_until(lambda: "posted in the channel" in status(waiting), timeout=5, what="the settled status")
+    assert str(lead.id) in status(waiting)
+    assert not has_button(waiting.original, "Cancel")  # nothing left to cancel
+    drop_expected_errors(world, "50027")
+
+
+async def test_a_failure_after_the_token_died_is_told_in_the_channel_and_settles_the_old_status(world: World) -> None:
+    world.onemin.latency = 1
+    await world.start_bot()
+    world.onemin.fail_next("moderation")
+    interaction = await world.imagine(prompt="a storm over the sea")
+    await wait_until(lambda: len(world.onemin.requests) == 1, timeout=10, what="the generation request")
+    interaction.expire_token()
+
+    await world.discord.wait_for(
+        lambda: bool(world.discord.channel_messages(world.channel)), timeout=20, what="the notice in the channel"
+    )
+    notice = world.discord.channel_messages(world.channel)[0]
+    assert "not charged" in notice.content and notice.mentions_would_ping == {world.member.mention}
+    await wait_until(lambda: "not charged" in status(interaction), timeout=5, what="the settled status")
+    assert not interaction.original.mentions_would_ping
+    assert "10 credits left" in await world.quota_me()
+    drop_expected_errors(world, "50027")

@@ -27,6 +27,7 @@ from tests.fakes.discord import (
     FakeRole,
     InvalidCommandInput,
 )
+from tests.fakes.discord.messages import new_message
 
 log = logging.getLogger(__name__)
 
@@ -605,6 +606,35 @@ async def test_the_webhook_needs_a_response_first_and_expires(world: World) -> N
     errors = await finished(done)
     assert [(e.status, e.code) for e in errors] == [(404, 10015), (401, 50027)]
     assert [e.split(":")[0] for e in fake.protocol_errors] == ["10015", "50027"]
+
+
+async def test_an_expired_response_is_still_the_bots_message_in_the_channel(world: World) -> None:
+    # After the token's 15 minutes the response can still be edited as a channel message, by its author only.
+    fake, bot = world.fake, world.bot
+    done = bot.handle("imagine", lambda interaction, **options: interaction.response.send_message("queued"))
+    interaction = await fake.invoke(world.alice, world.channel, "imagine", options={"prompt": "x"})
+    response = await finished(done)
+    interaction.expire_token()
+    assert response.message_id == interaction.original.id
+    channel = bot.get_channel(world.channel.id)
+    assert isinstance(channel, discord.TextChannel)
+    await channel.get_partial_message(response.message_id).edit(content="done")
+    assert interaction.original.content == "done"
+
+    theirs = new_message(
+        {"content": "hi"},
+        [],
+        channel_id=world.channel.id,
+        guild_id=world.guild.id,
+        author_id=world.alice.id,
+        attachment_url=fake.attachment_url,
+    )
+    fake.remember_message(theirs)
+    with pytest.raises(discord.Forbidden) as refused:
+        await channel.get_partial_message(theirs.id).edit(content="mine now")
+    assert refused.value.code == 50005 and theirs.content == "hi"
+    assert [e.split(":")[0] for e in fake.protocol_errors] == ["50005"]
+    fake.protocol_errors.clear()
 
 
 async def test_a_dropped_gateway_connection_is_reestablished(world: World) -> None:

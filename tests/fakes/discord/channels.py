@@ -102,6 +102,13 @@ class ChannelRoutes:
         body = await self.context.body(request)
         channel = self._channel(request)
         message = self._message(request, channel)
+        if message.author_id != self.fake.bot_user_id:  # interaction responses are the bot's own
+            raise DiscordHTTPError(
+                403,
+                50005,
+                "Cannot edit a message authored by another user",
+                problem=f"edit of message {message.id}, which the bot did not write",
+            )
         check_files(body.files, self._file_size_limit(channel))
         self.context.validate(request, body.json)
         data = body.json if isinstance(body.json, dict) else {}
