@@ -67,6 +67,19 @@ async def test_a_failing_statement_fails_only_its_caller(db: aiosqlite.Connectio
     assert not db.in_transaction
 
 
+def test_a_batch_without_failures_runs_only_its_statements(tmp_path: Path) -> None:
+    # Savepoints are only for isolating a failure: the usual batch is BEGIN, the statements, COMMIT.
+    conn = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
+    conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v INTEGER NOT NULL CHECK (v >= 0))")
+    sent: list[str] = []
+    conn.set_trace_callback(sent.append)
+
+    outcomes = run_batch(conn, [[insert(1, 1)], [insert(2, 2), ("SELECT count(*) FROM t", ())]])
+
+    assert outcomes == [[[(1,)]], [[(2,)], [(2,)]]]
+    assert [statement.split()[0] for statement in sent] == ["BEGIN", "INSERT", "INSERT", "SELECT", "COMMIT"]
+
+
 def test_when_sqlite_ends_the_transaction_itself_no_caller_is_told_it_committed(tmp_path: Path) -> None:
     # Disk full or an I/O error makes SQLite roll the whole transaction back: simulated here by a statement
     # that ends the transaction itself. Nothing before it stayed, and nothing after it ran.
