@@ -35,6 +35,9 @@ LINK_CONTENT_LIMIT = 1900
 # The longest a status edit or a result waits for the job's first response to be confirmed by Discord (which
 # wants it within 3 s anyway); after that it goes ahead and a refusal is handled as usual.
 FIRST_RESPONSE_WAIT = 10.0
+# A job still queued this long after its first response has its status message's id written to the job table,
+# so that its status can be settled after a restart even if its token dies (see status_posted).
+QUEUED_STATUS_KEEP_AFTER = 5.0
 # Discord codes meaning the interaction token can no longer be used.
 DEAD_TOKEN_CODES = {10015, 50027, 10062}
 # What a status edit shows ("queued", "generating", ...) and the fields of the edit.
@@ -201,13 +204,18 @@ class JobMessenger:
             answer.set_result(None)
 
     def status_posted(self, job: Job, message_id: int | None, *, queued: bool) -> None:
-        """Discord took the first response as message ``message_id``. A queued job may outlive its token (15
-        minutes) and a restart, so its message id is also written to the job table (in the background: the
-        member already has the answer); a job that started at once keeps it in memory only."""
+        """Discord took the first response as message ``message_id``. A job that waits in the queue may outlive
+        its token (15 minutes) and a restart, so if it is still waiting QUEUED_STATUS_KEEP_AFTER seconds later,
+        its message id is also written to the job table; one that started by then keeps it in memory only (a
+        burst's answers then cost no extra write)."""
         if message_id is None:
             return
         self._status_ids[job.id] = message_id
         if queued:
+            asyncio.get_running_loop().call_later(QUEUED_STATUS_KEEP_AFTER, self._keep_status_id, job, message_id)
+
+    def _keep_status_id(self, job: Job, message_id: int) -> None:
+        if self._status_ids.get(job.id) == message_id and self.bot.jobs.position(job.id) is not None:
             self._background(self._remember_status(job, message_id))
 
     async def _remember_status(self, job: Job, message_id: int) -> None:

@@ -649,8 +649,10 @@ class SqlStore(Store):
         return True
 
     async def set_status_message(self, job_id: int, message_id: int | None) -> None:
-        async with self._transaction() as conn:
-            await conn.execute("UPDATE jobs SET status_message_id = $2 WHERE id = $1", job_id, message_id)
+        # Group-committed on SQLite with the other writes of the moment, like mark_running.
+        await self._atomically(
+            [Statement("UPDATE jobs SET status_message_id = $2 WHERE id = $1", (job_id, message_id))]
+        )
 
     async def get_job(self, job_id: int) -> Job | None:
         async with self._connection() as conn:

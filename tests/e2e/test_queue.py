@@ -344,7 +344,8 @@ async def test_a_queued_job_that_outlives_its_token_and_a_restart_settles_its_ol
     # id of its status message was kept in the job table, so the status is settled as a channel message.
     world.onemin.latency = 0.5
     waiting.expire_token()
-    await wait_until(lambda: status_message_recorded(world, waiting), timeout=5, what="the status message's id")
+    # Written once the job has waited QUEUED_STATUS_KEEP_AFTER (5 s).
+    await wait_until(lambda: status_message_recorded(world, waiting), timeout=15, what="the status message's id")
     await world.restart_bot(crash=True)
     await world.discord.wait_for(
         lambda: any(m.attachments for m in world.discord.channel_messages(world.channel)),
