@@ -215,6 +215,8 @@ class JobMessenger:
             asyncio.get_running_loop().call_later(QUEUED_STATUS_KEEP_AFTER, self._keep_status_id, job, message_id)
 
     def _keep_status_id(self, job: Job, message_id: int) -> None:
+        if self.bot.is_closed():  # stopping: the store may be closed already
+            return
         if self._status_ids.get(job.id) == message_id and self.bot.jobs.position(job.id) is not None:
             self._background(self._remember_status(job, message_id))
 
