@@ -45,6 +45,9 @@ class ImagineBot(commands.Bot):
     messenger: object  # cogs.imagine._messenger.JobMessenger, set when the imagine cog loads
 
     def __init__(self, settings: Settings) -> None:
+        # The bot never joins voice: no warnings at every start about voice libraries it does not need.
+        discord.VoiceClient.warn_nacl = False
+        discord.VoiceClient.warn_dave = False
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=discord.Intents(guilds=True),

@@ -19,6 +19,7 @@ async def test_global_sync_happens_once_and_not_again_on_an_unchanged_restart(wo
     await world.start_bot(DISCORD_GUILD_ID="")
     assert world.discord.command_puts[None] == 1
     assert world.bot.log().count("event loop: uvloop") == 1  # bot.py runs on uvloop where it is installed
+    assert " WARNING " not in world.bot.log()  # a clean start warns about nothing (voice libraries included)
     commands = world.discord.commands[None]
     assert set(commands) == {"imagine", "quota", "settings"}
     for command in commands.values():
