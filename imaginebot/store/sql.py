@@ -1,7 +1,7 @@
 """The store's logic, written once in SQL that SQLite and PostgreSQL both run.
 
-Queries use PostgreSQL's numbered parameters (``$1``); the SQLite backend rewrites them to ``?1``. A backend
-supplies connections, transactions, its locking and the few type names the two spell differently.
+Queries use PostgreSQL's numbered parameters (``$1``); the SQLite backend rewrites each to ``?`` (in order). A
+backend supplies connections, transactions, its locking and the few type names the two spell differently.
 """
 
 from __future__ import annotations

@@ -27,9 +27,19 @@ _NUMBERED_PARAMETER = re.compile(r"\$(\d+)")
 
 
 @lru_cache(maxsize=512)
-def _sqlite_query(query: str) -> str:
-    # SQLite's ?NNN binds by number just like PostgreSQL's $NNN, so a parameter may be used twice.
-    return _NUMBERED_PARAMETER.sub(r"?\1", query)
+def _sqlite_query(query: str) -> tuple[str, tuple[int, ...]]:
+    """The query with each ``$N`` replaced by a plain ``?``, and the index of the argument each ``?`` takes.
+
+    Not SQLite's own ``?N``: Python's sqlite3 takes ``?N`` for a named parameter and refuses a sequence for it
+    from Python 3.14 (deprecated since 3.12). A parameter used twice is simply passed twice.
+    """
+    order: list[int] = []
+
+    def plain(match: re.Match[str]) -> str:
+        order.append(int(match.group(1)) - 1)
+        return "?"
+
+    return _NUMBERED_PARAMETER.sub(plain, query), tuple(order)
 
 
 def _sqlite_value(value: Any) -> Any:
@@ -42,7 +52,8 @@ def _sqlite_value(value: Any) -> Any:
 
 
 def _prepared(query: str, args: Sequence[Any]) -> tuple[str, list[Any]]:
-    return _sqlite_query(query), [_sqlite_value(arg) for arg in args]
+    text, order = _sqlite_query(query)
+    return text, [_sqlite_value(args[index]) for index in order]
 
 
 def split_statements(script: str) -> list[str]:

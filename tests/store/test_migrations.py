@@ -11,7 +11,7 @@ import pytest
 
 from imaginebot.store import NewJob, Reserved, SqliteStore, Store, open_store
 from imaginebot.store.sql import load_migrations
-from imaginebot.store.sqlite import split_statements
+from imaginebot.store.sqlite import _prepared, split_statements
 from tests.store.conftest import NOW, StoreFactory, run_around_the_store
 
 
@@ -89,3 +89,11 @@ def test_split_statements_keeps_semicolons_inside_literals_and_ignores_comments(
     assert split_statements("-- only a comment\n") == []
     with pytest.raises(ValueError, match="unterminated"):
         split_statements("CREATE TABLE t (x TEXT)\n")
+
+
+def test_numbered_parameters_become_plain_question_marks_in_order() -> None:
+    # Python's sqlite3 refuses a sequence for "?1" from 3.14 (a named parameter to it), so "$N" becomes "?" and a
+    # parameter used twice is passed twice.
+    query, values = _prepared("SELECT $2 + $1 WHERE a = $2 AND b = '$'", ("one", "two"))
+    assert query == "SELECT ? + ? WHERE a = ? AND b = '$'"
+    assert values == ["two", "one", "two"]
