@@ -276,8 +276,11 @@ class JobMessenger:
         content = _render.generating_status(job, job_options(job), datetime.now(UTC))
         self._starting[job.id] = self._spawn(job, lambda: ("generating", {"content": content, "view": None}))
 
-    async def _after_start_edit(self, job: Job) -> None:
-        """Wait for the job's "generating" edit, if one is in flight: what comes next must replace it."""
+    async def _before_last_word(self, job: Job) -> None:
+        """Before the result or a failure notice: the first response is settled, no status edit is left waiting,
+        and the "generating" edit, if one is in flight, is done (what comes next must replace it)."""
+        await self._first_response_settled(job)
+        self._cancel_pending(job.id)
         task = self._starting.pop(job.id, None)
         if task is not None:
             with contextlib.suppress(Exception):
@@ -302,9 +305,7 @@ class JobMessenger:
 
     async def on_failed(self, job: Job, sentence: str) -> None:
         """One plain sentence about what went wrong; the job was refunded."""
-        await self._first_response_settled(job)
-        self._cancel_pending(job.id)
-        await self._after_start_edit(job)
+        await self._before_last_word(job)
         try:
             await self.tell(job, _render.failure_message(job, sentence))
         finally:
@@ -328,9 +329,7 @@ class JobMessenger:
 
     async def deliver(self, job: Job, delivery: Delivery) -> DeliveryReceipt:
         """Post the images: on the interaction while its token lives, else in the channel, else explain by DM."""
-        await self._first_response_settled(job)
-        self._cancel_pending(job.id)
-        await self._after_start_edit(job)
+        await self._before_last_word(job)
         try:
             return await self._deliver_anywhere(job, delivery)
         finally:
@@ -347,7 +346,7 @@ class JobMessenger:
             return
         link = ""
         if receipt.message_id is not None:
-            link = f"https://discord.com/channels/{job.guild_id}/{receipt.channel_id}/{receipt.message_id}"
+            link = _render.message_link(job.guild_id, receipt.channel_id, receipt.message_id)
         content = _render.log_entry(job, delivery.options, link)
         try:
             channel = self.bot.get_partial_messageable(settings.log_channel_id, guild_id=job.guild_id)
@@ -414,7 +413,7 @@ class JobMessenger:
             )
             ids.append(message.id)
         if ids:
-            link = f"https://discord.com/channels/{job.guild_id}/{job.channel_id}/{ids[0]}"
+            link = _render.message_link(job.guild_id, job.channel_id, ids[0])
             await self._settle_stale_status(job, _render.posted_in_channel_status(job, delivery.options, link))
         return DeliveryReceipt(job.channel_id, ids[0] if ids else None, tuple(ids[1:]))
 

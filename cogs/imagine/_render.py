@@ -55,6 +55,11 @@ def generating_status(job: Job, options: ImagineOptions, started: datetime) -> s
     )
 
 
+def message_link(guild_id: int, channel_id: int, message_id: int) -> str:
+    """A link that opens the message in Discord."""
+    return f"https://discord.com/channels/{guild_id}/{channel_id}/{message_id}"
+
+
 def posted_in_channel_status(job: Job, options: ImagineOptions, link: str) -> str:
     """The old status of a job whose images went to the channel because its token had expired."""
     return f"✅ <@{job.user_id}>'s images ({describe(options)}) were posted in the channel: {link}"
