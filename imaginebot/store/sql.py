@@ -227,7 +227,8 @@ _INSERT_LEDGER = (
 # budget is set. Rows are always updated in one order (member, server, bot-wide; then guild, user, day), so
 # that two transactions never wait for each other's rows.
 _USAGE_SCOPES = ("member", "server", "global")
-_ADD_USAGE_HEAD = "INSERT INTO usage_daily (scope, guild_id, user_id, day, amount) VALUES "
+_INSERT_USAGE = "INSERT INTO usage_daily (scope, guild_id, user_id, day, amount) "
+_ADD_USAGE_HEAD = _INSERT_USAGE + "VALUES "
 _ADD_USAGE_TAIL = (
     " ON CONFLICT (scope, guild_id, user_id, day) DO UPDATE SET amount = usage_daily.amount + excluded.amount"
 )
@@ -357,16 +358,15 @@ _CHARGE_RESERVED = (
     "INSERT INTO ledger (guild_id, user_id, job_id, amount, reason, charged_at, created_at, actor_id) "
     "SELECT guild_id, user_id, id, cost, 'reserve', created_at, created_at, NULL FROM jobs "
     "WHERE guild_id = $1 AND user_id = $2 AND created_at = $3 AND interaction_id = $4 "
-    "AND state IN ('queued', 'running') AND NOT EXISTS (SELECT 1 FROM ledger WHERE ledger.job_id = jobs.id)"
+    f"AND state IN ({_PENDING}) AND NOT EXISTS (SELECT 1 FROM ledger WHERE ledger.job_id = jobs.id)"
 )
 # ... and add it to the per-day totals (see _add_to_ledger; same rows, same order), only if the job was inserted.
 _ADD_RESERVED_USAGE = (
-    "INSERT INTO usage_daily (scope, guild_id, user_id, day, amount) "
-    "SELECT scopes.scope, CASE WHEN scopes.scope = 'global' THEN 0 ELSE jobs.guild_id END, "
+    _INSERT_USAGE + "SELECT scopes.scope, CASE WHEN scopes.scope = 'global' THEN 0 ELSE jobs.guild_id END, "
     "CASE WHEN scopes.scope = 'member' THEN jobs.user_id ELSE 0 END, $5, jobs.cost "
     "FROM jobs CROSS JOIN (SELECT 'member' AS scope UNION ALL SELECT 'server' UNION ALL SELECT 'global') AS scopes "
-    "WHERE jobs.guild_id = $1 AND jobs.user_id = $2 AND jobs.created_at = $3 AND jobs.interaction_id = $4 "
-    "ON CONFLICT (scope, guild_id, user_id, day) DO UPDATE SET amount = usage_daily.amount + excluded.amount"
+    "WHERE jobs.guild_id = $1 AND jobs.user_id = $2 AND jobs.created_at = $3 AND jobs.interaction_id = $4"
+    + _ADD_USAGE_TAIL
 )
 
 
@@ -522,8 +522,8 @@ class SqlStore(Store):
             "state": "running" if start else "queued",
             "started": now if start else None,
         }
-        for index, (check, (start, end)) in enumerate(zip(ordered, bounds, strict=True)):
-            arguments[f"start{index}"], arguments[f"end{index}"] = start, end
+        for index, (check, (period_start, period_end)) in enumerate(zip(ordered, bounds, strict=True)):
+            arguments[f"start{index}"], arguments[f"end{index}"] = period_start, period_end
             arguments[f"limit{index}"] = check.limit.credits
         sums, insert = _reservation_sql(tuple(check.scope for check in ordered))
         if ordered:
