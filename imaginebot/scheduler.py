@@ -96,7 +96,7 @@ class FairScheduler:
         ):
             return False
         self._claimed += 1
-        self._in_flight[member_id] = self._in_flight.get(member_id, 0) + 1
+        self._enter(member_id)
         return True
 
     def release(self, member_id: int) -> None:
@@ -238,7 +238,7 @@ class FairScheduler:
             self._turn_key.pop(member_id, None)
 
     def _launch(self, job_id: int, member_id: int) -> None:
-        self._in_flight[member_id] = self._in_flight.get(member_id, 0) + 1
+        self._enter(member_id)
         self._run_task(job_id, member_id)
 
     def _run_task(self, job_id: int, member_id: int) -> None:
@@ -259,6 +259,10 @@ class FairScheduler:
         self._tasks.discard(task)
         self._leave(member_id)
         self._start_what_fits()
+
+    def _enter(self, member_id: int) -> None:
+        """One more of the member's jobs is in flight (running or claimed)."""
+        self._in_flight[member_id] = self._in_flight.get(member_id, 0) + 1
 
     def _leave(self, member_id: int) -> None:
         """One of the member's jobs is no longer in flight."""
