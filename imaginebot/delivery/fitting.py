@@ -123,18 +123,7 @@ def _check_in_memory(source: SourceImage, file_limit: int) -> DeliverableImage |
     if header is None or len(source.data) > file_limit:
         return None
     image_format, width, height = header
-    return DeliverableImage(
-        index=source.index,
-        path=None,
-        filename=_filename(source.index, _EXTENSIONS[image_format]),
-        size_bytes=len(source.data),
-        link=None,
-        link_expires_at=None,
-        note=None,
-        width=width,
-        height=height,
-        data=source.data,
-    )
+    return _untouched(source, _EXTENSIONS[image_format], len(source.data), width, height)
 
 
 def _write_to_workdir(source: SourceImage, workdir: Path) -> SourceImage:
@@ -166,16 +155,22 @@ def _check_as_is(source: SourceImage, file_limit: int, preferred_format: OutputF
     if actual_size > file_limit:
         return None
     extension = _EXTENSIONS.get(image_format or "", _PREFERRED_EXTENSIONS[preferred_format])
+    return _untouched(source, extension, actual_size, width, height)
+
+
+def _untouched(source: SourceImage, extension: str, size: int, width: int, height: int) -> DeliverableImage:
+    """``source`` attached as it is, from its file or from memory."""
     return DeliverableImage(
         index=source.index,
         path=source.path,
         filename=_filename(source.index, extension),
-        size_bytes=actual_size,
+        size_bytes=size,
         link=None,
         link_expires_at=None,
         note=None,
         width=width,
         height=height,
+        data=source.data,
     )
 
 
