@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -150,6 +152,21 @@ async def warm_up(world: BenchWorld, args: argparse.Namespace, member: FakeMembe
         raise RuntimeError(f"the warm-up request failed: {next(iter(tracker.failed.values()))}")
 
 
+@contextlib.contextmanager
+def fakes_collector_paused() -> Iterator[None]:
+    """No garbage collection in this process (the fakes) during the burst: they stand for services on other
+    machines, whose pauses are not the bot's. Measured: ~100 collections in a 500-member burst, ~80 ms in all,
+    one of them a 57 ms full collection (the fake Discord's OpenAPI description alone is ~80k objects to walk).
+    What is here before the burst is frozen (never looked at again); what the burst creates waits until after."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 async def burst(world: BenchWorld, bot: BotProcess, plan: list[Request], args: argparse.Namespace) -> Run:
     """Send every request of the plan at once and follow them until all are delivered (or the timeout)."""
     world.onemin.generations.clear()
@@ -234,7 +251,8 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             discord.validate_one_in = args.validate_one_in
             discord.validate_later = True
             onemin.latency = args.latency
-            run = await burst(world, bot, plan, args)
+            with fakes_collector_paused():
+                run = await burst(world, bot, plan, args)
         finally:
             stats = await bot.stop()
             discord.validate_deferred()
