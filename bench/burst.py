@@ -156,7 +156,8 @@ async def warm_up(world: BenchWorld, args: argparse.Namespace, member: FakeMembe
 def fakes_collector_paused() -> Iterator[None]:
     """No garbage collection in this process (the fakes) during the burst: they stand for services on other
     machines, whose pauses are not the bot's. Measured: ~100 collections in a 500-member burst, ~80 ms in all,
-    one of them a 57 ms full collection (the fake Discord's OpenAPI description alone is ~80k objects to walk).
+    one of them a 57 ms full collection (this process holds ~80k objects before the burst, the fake Discord's
+    OpenAPI description among them).
     What is here before the burst is frozen (never looked at again); what the burst creates waits until after."""
     gc.collect()
     gc.freeze()
