@@ -216,10 +216,8 @@ _SETTINGS_COLUMNS = (
     "default_limit_credits, default_limit_period, budget_credits, budget_period, default_size, default_quality, "
     "default_count, default_format, max_count, mod_role_id, log_channel_id, blocked_words"
 )
-_INSERT_LEDGER = (
-    "INSERT INTO ledger (guild_id, user_id, job_id, amount, reason, charged_at, created_at, actor_id) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-)
+_INTO_LEDGER = "INSERT INTO ledger (guild_id, user_id, job_id, amount, reason, charged_at, created_at, actor_id) "
+_INSERT_LEDGER = _INTO_LEDGER + "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
 # Every ledger entry is added to the per-day usage totals in the same transaction (_add_to_ledger): the
 # member's (everything), the server's and the bot-wide (what was spent, resets left out). Usage sums read
 # these (_usage_query). On PostgreSQL concurrent reservations therefore take turns on the day's bot-wide row
@@ -355,8 +353,7 @@ def _reservation_sql(scopes: tuple[Scope, ...]) -> tuple[_Template, _Template]:
 
 
 _CHARGE_RESERVED = (
-    "INSERT INTO ledger (guild_id, user_id, job_id, amount, reason, charged_at, created_at, actor_id) "
-    "SELECT guild_id, user_id, id, cost, 'reserve', created_at, created_at, NULL FROM jobs "
+    _INTO_LEDGER + "SELECT guild_id, user_id, id, cost, 'reserve', created_at, created_at, NULL FROM jobs "
     "WHERE guild_id = $1 AND user_id = $2 AND created_at = $3 AND interaction_id = $4 "
     f"AND state IN ({_PENDING}) AND NOT EXISTS (SELECT 1 FROM ledger WHERE ledger.job_id = jobs.id)"
 )
