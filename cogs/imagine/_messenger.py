@@ -74,6 +74,10 @@ class JobMessenger:
         """The interaction's webhook: the original response and followups of the job's interaction."""
         return discord.Webhook.partial(job.application_id, job.interaction_token, client=self.bot)
 
+    def _job_channel(self, job: Job) -> discord.PartialMessageable:
+        """The channel the job was requested in, as the bot posts to it (no cache needed)."""
+        return self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
+
     @staticmethod
     def token_alive(job: Job) -> bool:
         """Whether the interaction token should still work, by the clock."""
@@ -161,7 +165,7 @@ class JobMessenger:
                 return
             except discord.HTTPException as error:
                 log.info("job %s: token edit failed (%s); trying the channel", job.id, error)
-        channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
+        channel = self._job_channel(job)
         try:
             await channel.send(content, allowed_mentions=_requester_only(job.user_id))
         except discord.HTTPException as error:
@@ -239,9 +243,7 @@ class JobMessenger:
         message_id = self._status_ids.get(job.id) or job.status_message_id
         if message_id is None:
             return
-        message = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id).get_partial_message(
-            message_id
-        )
+        message = self._job_channel(job).get_partial_message(message_id)
         try:
             await message.edit(content=content, embed=None, view=None, allowed_mentions=_render.NO_PINGS)
         except discord.HTTPException as error:
@@ -399,7 +401,7 @@ class JobMessenger:
         return DeliveryReceipt(job.channel_id, first_id, tuple(extra_ids))
 
     async def _deliver_in_channel(self, job: Job, delivery: Delivery) -> DeliveryReceipt:
-        channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
+        channel = self._job_channel(job)
         ids: list[int] = []
         for number, (content, embed, images) in enumerate(_messages_for(job, delivery)):
             lead = f"<@{job.user_id}>, your images are ready." if number == 0 else ""
