@@ -41,7 +41,7 @@ from .models import (
     user_payload,
 )
 from .rest import build_app
-from .spec import SpecValidator
+from .spec import SpecError, SpecValidator
 from .webhooks import APPLICATION_COMMAND, AUTOCOMPLETE, MESSAGE_COMPONENT, MODAL_SUBMIT, InteractionRoutes
 
 log = logging.getLogger(__name__)
@@ -241,14 +241,18 @@ class FakeDiscord:
         channel = self._dm_channels.get(member.id)
         return [] if channel is None else self.channel_messages(channel)
 
+    def check_body(self, template: str, method: str, body: Any) -> list[SpecError]:
+        """Check one body against the OpenAPI description, counting it and recording its violations; the errors."""
+        self.bodies_validated += 1
+        errors = self.spec.validate(template, method, body)
+        self.spec_violations.extend(f"{method} {template}: {error}" for error in errors)
+        return errors
+
     def validate_deferred(self) -> int:
         """Check the bodies kept while ``validate_later`` was set (recording violations, refusing none); how many."""
         kept, self.deferred_bodies = self.deferred_bodies, []
         for template, method, body in kept:
-            self.bodies_validated += 1
-            self.spec_violations.extend(
-                f"{method} {template}: {error}" for error in self.spec.validate(template, method, body)
-            )
+            self.check_body(template, method, body)
         return len(kept)
 
     def assert_clean(self) -> None:
