@@ -252,6 +252,7 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             discord.validate_one_in = args.validate_one_in
             discord.validate_later = True
             onemin.latency = args.latency
+            onemin.download_latency = args.download_latency
             with fakes_collector_paused():
                 run = await burst(world, bot, plan, args)
         finally:
@@ -300,6 +301,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--members", type=int, default=500, help="members, one /imagine each (default 500)")
     parser.add_argument("--latency", type=float, default=5.0, help="the fake generator's seconds per request")
+    parser.add_argument(
+        "--download-latency",
+        type=float,
+        default=0.0,
+        help="seconds before each image download's answer starts, like S3's time to first byte (default 0)",
+    )
     parser.add_argument("--size", default="1536x1024", help="image size WxH (default 1536x1024)")
     parser.add_argument("--format", choices=("png", "jpeg", "webp"), default="png")
     parser.add_argument("--quality", choices=("low", "medium", "high"), default=None, help="default: the bot's")

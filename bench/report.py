@@ -45,7 +45,7 @@ def analyse(run: Run, stats: dict[str, Any], args: argparse.Namespace) -> dict[s
         "timed_out": run.timed_out,
         "wall_seconds": done - run.fired_at,
         "first_response": first_response(run, stats),
-        "end_to_end": end_to_end(run, stats, by_prompt, args.latency),
+        "end_to_end": end_to_end(run, stats, by_prompt, services_latency(args)),
         "event_loop": event_loop(stats, run.fired_at, done),
         "memory_mb": memory(run, stats),
         "cpu": cpu(run, stats),
@@ -57,6 +57,11 @@ def analyse(run: Run, stats: dict[str, Any], args: argparse.Namespace) -> dict[s
     return report
 
 
+def services_latency(args: argparse.Namespace) -> float:
+    """The least a job's end to end can be: the generator's latency plus the image download's time to first byte."""
+    return float(args.latency + getattr(args, "download_latency", 0.0))
+
+
 def scenario_name(args: argparse.Namespace) -> str:
     """One line saying what was run."""
     what = f"{args.count} x {args.size} {args.format}" + (f" {args.quality}" if args.quality else "")
@@ -65,10 +70,9 @@ def scenario_name(args: argparse.Namespace) -> str:
     else:
         who = f"{args.members} members x 1 request"
     extra = f", oversize (upload limit {args.upload_limit} bytes, noisy images)" if args.oversize else ""
-    return (
-        f"{who}, {what}, generator latency {args.latency:g} s, MAX_CONCURRENT_JOBS={args.concurrency}{extra}"
-        f"{', pinned' if args.pin else ''}"
-    )
+    download = getattr(args, "download_latency", 0.0)
+    latency = f"generator latency {args.latency:g} s" + (f" + download latency {download:g} s" if download else "")
+    return f"{who}, {what}, {latency}, MAX_CONCURRENT_JOBS={args.concurrency}{extra}{', pinned' if args.pin else ''}"
 
 
 def first_response(run: Run, stats: dict[str, Any]) -> dict[str, Any]:

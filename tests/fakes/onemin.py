@@ -107,9 +107,11 @@ class FakeOneMin:
     path of every image fetch, and ``download_routes`` (route, path, status) with route "presigned" or "asset".
     """
 
-    def __init__(self, *, api_key: str = "test-key", latency: float = 0.0) -> None:
+    def __init__(self, *, api_key: str = "test-key", latency: float = 0.0, download_latency: float = 0.0) -> None:
         self.api_key = api_key
         self.latency = latency
+        # Seconds before an image download's answer starts, like S3's time to first byte.
+        self.download_latency = download_latency
         self.noisy = False
         self.report_credit: int | None = None
         self.requests: list[dict[str, Any]] = []
@@ -282,8 +284,11 @@ class FakeOneMin:
         self.download_routes.append((route, path, status))
         if status != 200:
             return _s3_error(status)
-        assert asset is not None
+        assert asset is not None and self._closing is not None
         data = await self._image_bytes(asset)
+        if self.download_latency > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), self.download_latency)
         response = web.StreamResponse(status=200)
         response.content_type = _MIME[asset.fmt]
         response.content_length = len(data)

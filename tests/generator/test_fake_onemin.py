@@ -388,6 +388,16 @@ async def test_latency_delays_answers(session: aiohttp.ClientSession, fake: Fake
     assert time.monotonic() - started >= 0.3
 
 
+async def test_download_latency_delays_image_answers(session: aiohttp.ClientSession, fake: FakeOneMin) -> None:
+    fake.download_latency = 0.3
+    _status, data = await post_json(session, fake, payload())
+    path = data["aiRecord"]["aiRecordDetail"]["resultObject"][0]
+    started = time.monotonic()
+    status, _headers, raw = await fetch(session, f"{fake.asset_url}/{path}")
+    assert status == 200 and raw.startswith(b"\x89PNG")
+    assert time.monotonic() - started >= 0.3
+
+
 async def test_hang_is_released_by_close(session: aiohttp.ClientSession) -> None:
     fake = FakeOneMin(api_key=KEY)
     await fake.start()
