@@ -24,6 +24,7 @@ from imaginebot.generator.errors import (
     ServerError,
     error_from_response,
 )
+from imaginebot.generator.slots import DownloadSlots
 from imaginebot.generator.types import DownloadedImage, GenerationRequest, GenerationResult, MalformedResult
 
 log = logging.getLogger(__name__)
@@ -72,15 +73,19 @@ class GeneratorClient:
         self._api_url = api_url.rstrip("/")
         self._asset_url = asset_url.rstrip("/")
         self._generate_timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
-        self._download_timeout = aiohttp.ClientTimeout(total=download_timeout, sock_connect=connect_timeout)
+        # A download's deadline is kept by _fetch in two parts (until the headers, then the body once it has a
+        # slot), so that waiting for a slot never counts against it; aiohttp only watches a silent peer.
+        self._download_deadline = download_timeout
+        self._download_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout, sock_read=download_timeout
+        )
         self._read_timeout = read_timeout
         self._download_attempts = max(1, download_attempts)
         self._download_backoff = download_backoff
         self._spool_dir = spool_dir
         self._closed = False
-        # Downloads at once, bot-wide: hundreds of results arriving together would otherwise hold hundreds of
-        # buffers and stall the loop with their chunk handling (measured: 885 ms stall, 900 MB at 500 jobs).
-        self._download_slots = asyncio.Semaphore(download_slots)
+        # Downloads at work at once, bot-wide; one kept waiting by a slow server does not hold a slot (see slots).
+        self._download_slots = DownloadSlots(download_slots)
         # Built once: parsing the URL and the headers again for every request costs the event loop in a burst.
         self._generate_url = URL(self.generate_url)
         self._headers = {"API-KEY": self._api_key, "Content-Type": "application/json", "Accept": "application/json"}
@@ -237,8 +242,7 @@ class GeneratorClient:
         error = "not attempted"
         for attempt in range(1, self._download_attempts + 1):
             try:
-                async with self._download_slots:
-                    return await self._fetch(index, url, record_id, keep), ""
+                return await self._fetch(index, url, record_id, keep), ""
             except _FinalFetchError as exc:
                 return None, str(exc)
             except _RetryableFetchError as exc:
@@ -251,18 +255,26 @@ class GeneratorClient:
     async def _fetch(self, index: int, url: str, record_id: str | None, keep: int) -> DownloadedImage:
         try:
             # encoded=True keeps a presigned URL's query byte for byte; re-encoding would break its signature.
-            async with self._session.get(URL(url, encoded=True), timeout=self._download_timeout) as response:
-                status = response.status
-                if status >= 500 or status in (408, 429):
-                    raise _RetryableFetchError(f"HTTP {status}")
-                if status != 200:
-                    raise _FinalFetchError(f"HTTP {status}")
-                content_type = response.content_type if "Content-Type" in response.headers else None
-                if content_type and not (content_type.startswith("image/") or content_type in _BINARY_TYPES):
-                    raise _FinalFetchError(f"not an image (Content-Type {content_type})")
-                expected = response.content_length
-                suffix = _IMAGE_SUFFIXES.get(content_type or "") or _suffix_of(url)
-                path, data, size = await self._spool(response, suffix, f"imagine-{_safe(record_id)}-{index}-", keep)
+            async with self._download_slots.hold() as slot:
+                async with asyncio.timeout(self._download_deadline):
+                    request = self._session.get(URL(url, encoded=True), timeout=self._download_timeout)
+                    response = await slot.answer(request)
+                async with response:
+                    status = response.status
+                    if status >= 500 or status in (408, 429):
+                        raise _RetryableFetchError(f"HTTP {status}")
+                    if status != 200:
+                        raise _FinalFetchError(f"HTTP {status}")
+                    content_type = response.content_type if "Content-Type" in response.headers else None
+                    if content_type and not (content_type.startswith("image/") or content_type in _BINARY_TYPES):
+                        raise _FinalFetchError(f"not an image (Content-Type {content_type})")
+                    expected = response.content_length
+                    suffix = _IMAGE_SUFFIXES.get(content_type or "") or _suffix_of(url)
+                    await slot.take_for_body()  # if the server was slow, in turn behind those already reading
+                    async with asyncio.timeout(self._download_deadline):
+                        path, data, size = await self._spool(
+                            response, suffix, f"imagine-{_safe(record_id)}-{index}-", keep
+                        )
         except TimeoutError as exc:
             raise _RetryableFetchError(f"timed out ({type(exc).__name__})") from exc
         except aiohttp.ClientError as exc:

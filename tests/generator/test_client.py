@@ -747,6 +747,35 @@ async def test_downloads_run_concurrently(session: aiohttp.ClientSession, spool:
     assert sorted(hits) == [f"/p/{i}.png" for i in range(5)]
 
 
+async def test_downloads_waiting_for_a_slow_server_do_not_hold_the_slots(
+    session: aiohttp.ClientSession, spool: Path
+) -> None:
+    """Two slots, six images, a storage server with 0.2 s to its first byte: all six are asked for at once."""
+    in_flight = 0
+    most = 0
+
+    async def slow_first_byte(request: web.Request) -> web.Response:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.2)
+        in_flight -= 1
+        return web.Response(body=b"\x89PNG fake", content_type="image/png")
+
+    runner, base, _ = await tiny_server(slow_first_byte)
+    try:
+        client = GeneratorClient(session, api_key=KEY, api_url=base, asset_url=base, spool_dir=spool, download_slots=2)
+        result = GenerationResult("r", [f"p/{i}.png" for i in range(6)], None, None, 0.0)
+        began = time.monotonic()
+        images = await client.download(result)
+        took = time.monotonic() - began
+    finally:
+        await runner.cleanup()
+    assert all(image.ok for image in images)
+    assert most == 6
+    assert took < 0.5  # three rounds of two would take 0.6 s
+
+
 async def test_a_non_image_answer_is_not_saved(session: aiohttp.ClientSession, spool: Path) -> None:
     async def login_page(request: web.Request) -> web.Response:
         return web.Response(text="<html>please log in</html>", content_type="text/html")
