@@ -15,9 +15,11 @@ aiohttp's buffer), so the bot keeps those few:
 
 - A freed slot goes first to a download that has its answer and waits to read the body, and only then to a new
   download. When answers queue, the bot is what is slow (its threads busy re-encoding, say), and new requests would
-  only hold more answers (bench.burst --oversize at 500: peak memory 188 -> 376 MB without this rule).
+  only hold more answers (bench.burst --oversize at 500: peak memory 166 MB; 376 MB with neither rule).
 - At most ``max_waiting`` downloads wait for a server without a slot: when all of them are answered at once, they
-  hold about ``max_waiting`` x 384 KB (48 MB with the 128 that go with 16 slots).
+  hold about ``max_waiting`` x 384 KB (96 MB with the 256 that go with 16 slots). 256 is what a 500-member
+  burst's answers need with 0.2 s to the first byte (bench.burst --download-latency 0.2: median 1.046 of the
+  services' latency; with 128, 1.073).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ T = TypeVar("T")
 # answer within it, even in a burst; a storage service across the internet does not.
 PATIENCE = 0.005
 # Downloads that may wait for their server without a slot, per slot.
-WAITING_PER_SLOT = 8
+WAITING_PER_SLOT = 16
 
 
 class DownloadSlots:
