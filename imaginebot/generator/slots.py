@@ -10,16 +10,16 @@ one again, in turn, to read the body. Holding the slot through that wait capped 
 first-byte time: 16 slots and 200 ms made a 500-member burst's median 3 s longer (bench.burst --download-latency
 0.2).
 
-Every answer holds the first part of its body in memory until it is read (up to ~384 KB: one read of the socket and
-aiohttp's buffer), so the bot keeps those few:
+Every answer holds the first part of its body in memory until it is read (one read of the socket, up to 256 KB,
+and aiohttp's buffer, which the client keeps small), so the bot keeps those few:
 
 - A freed slot goes first to a download that has its answer and waits to read the body, and only then to a new
   download. When answers queue, the bot is what is slow (its threads busy re-encoding, say), and new requests would
   only hold more answers (bench.burst --oversize at 500: peak memory 166 MB; 376 MB with neither rule).
 - At most ``max_waiting`` downloads wait for a server without a slot: when all of them are answered at once, they
-  hold about ``max_waiting`` x 384 KB (96 MB with the 256 that go with 16 slots). 256 is what a 500-member
-  burst's answers need with 0.2 s to the first byte (bench.burst --download-latency 0.2: median 1.046 of the
-  services' latency; with 128, 1.073).
+  hold at most about ``max_waiting`` x 300 KB (75 MB with the 256 that go with 16 slots). 256 is what a
+  500-member burst's answers need with 0.2 s to the first byte (bench.burst --download-latency 0.2: median 1.046
+  of the services' latency; with 128, 1.073). With --oversize as well, peak memory was 184-204 MB.
 """
 
 from __future__ import annotations
