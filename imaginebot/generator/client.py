@@ -276,7 +276,7 @@ class GeneratorClient:
                         raise _FinalFetchError(f"not an image (Content-Type {content_type})")
                     expected = response.content_length
                     suffix = _IMAGE_SUFFIXES.get(content_type or "") or _suffix_of(url)
-                    await slot.take_for_body()  # if the server was slow, in turn behind those already reading
+                    await slot.take_for_body()  # given back while the server was slow: again, before new downloads
                     async with asyncio.timeout(self._download_deadline):
                         path, data, size = await self._spool(
                             response, suffix, f"imagine-{_safe(record_id)}-{index}-", keep

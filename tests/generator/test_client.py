@@ -776,6 +776,98 @@ async def test_downloads_waiting_for_a_slow_server_do_not_hold_the_slots(
     assert took < 0.5  # three rounds of two would take 0.6 s
 
 
+async def test_a_storage_server_that_never_answers_times_out_and_is_retried(
+    session: aiohttp.ClientSession, spool: Path
+) -> None:
+    done = asyncio.Event()
+
+    async def silent(request: web.Request) -> web.Response:
+        await done.wait()
+        return web.Response(body=b"\x89PNG late", content_type="image/png")
+
+    runner, base, hits = await tiny_server(silent)
+    try:
+        client = GeneratorClient(
+            session,
+            api_key=KEY,
+            api_url=base,
+            asset_url=base,
+            spool_dir=spool,
+            download_timeout=0.2,
+            download_attempts=2,
+            download_backoff=0.01,
+        )
+        images = await asyncio.wait_for(client.download(GenerationResult("r", ["a.png"], None, None, 0.0)), 5)
+    finally:
+        done.set()
+        await runner.cleanup()
+    assert images[0].path is None and "timed out" in (images[0].error or "")
+    assert len(hits) == 2
+
+
+async def test_a_body_that_stops_arriving_times_out(session: aiohttp.ClientSession, spool: Path) -> None:
+    done = asyncio.Event()
+
+    async def stalls(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "image/png", "Content-Length": "1000"})
+        await response.prepare(request)
+        await response.write(b"\x89PNG" + b"\0" * 100)
+        await done.wait()
+        return response
+
+    runner, base, _ = await tiny_server(stalls)
+    try:
+        client = GeneratorClient(
+            session,
+            api_key=KEY,
+            api_url=base,
+            asset_url=base,
+            spool_dir=spool,
+            download_timeout=0.2,
+            download_attempts=1,
+        )
+        images = await asyncio.wait_for(client.download(GenerationResult("r", ["a.png"], None, None, 0.0)), 5)
+    finally:
+        done.set()
+        await runner.cleanup()
+    assert images[0].path is None and "timed out" in (images[0].error or "")
+    assert spooled(spool) == []
+
+
+async def test_waiting_for_a_download_slot_does_not_count_against_the_deadline(
+    session: aiohttp.ClientSession, spool: Path
+) -> None:
+    """One slot, three images whose bodies take 0.15 s each, a 0.25 s deadline: all three arrive."""
+
+    async def slow_body(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "image/png", "Content-Length": "200"})
+        await response.prepare(request)
+        await response.write(b"\x89PNG" + b"\0" * 96)
+        await asyncio.sleep(0.15)
+        await response.write(b"\0" * 100)
+        await response.write_eof()
+        return response
+
+    runner, base, _ = await tiny_server(slow_body)
+    try:
+        client = GeneratorClient(
+            session,
+            api_key=KEY,
+            api_url=base,
+            asset_url=base,
+            spool_dir=spool,
+            download_timeout=0.25,
+            download_attempts=1,
+            download_slots=1,
+        )
+        result = GenerationResult("r", [f"p/{i}.png" for i in range(3)], None, None, 0.0)
+        images = await client.download(result)
+    finally:
+        await runner.cleanup()
+    assert [image.error for image in images] == [None, None, None]
+    assert [image.size_bytes for image in images] == [200, 200, 200]
+
+
 async def test_a_non_image_answer_is_not_saved(session: aiohttp.ClientSession, spool: Path) -> None:
     async def login_page(request: web.Request) -> web.Response:
         return web.Response(text="<html>please log in</html>", content_type="text/html")
