@@ -26,6 +26,7 @@ from imaginebot.generator import (
     AuthenticationFailed,
     BadRequest,
     ContentRejected,
+    DownloadedImage,
     GenerationFailed,
     GenerationRequest,
     GenerationResult,
@@ -449,7 +450,8 @@ async def tiny_server(handler: Any) -> tuple[web.AppRunner, str, list[str]]:
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", record)
-    runner = web.AppRunner(app)
+    # Handlers still running at cleanup (a server that never answers) are cut off at once.
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -723,27 +725,42 @@ def test_presigned_expiry_reads_what_a_query_parser_reads(
     assert presigned_expiry(url) == expected
 
 
-async def test_downloads_run_concurrently(session: aiohttp.ClientSession, spool: Path) -> None:
-    in_flight = 0
-    most = 0
+class SlowImages:
+    """A storage server's handler that answers every image ``delay`` seconds after it was asked for, and counts
+    the most requests it had at once."""
 
-    async def slow_image(request: web.Request) -> web.Response:
-        nonlocal in_flight, most
-        in_flight += 1
-        most = max(most, in_flight)
-        await asyncio.sleep(0.2)
-        in_flight -= 1
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.in_flight = 0
+        self.most = 0
+
+    async def __call__(self, request: web.Request) -> web.Response:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        await asyncio.sleep(self.delay)
+        self.in_flight -= 1
         return web.Response(body=b"\x89PNG fake", content_type="image/png")
 
-    runner, base, hits = await tiny_server(slow_image)
+
+async def download_from(
+    handler: Any, session: aiohttp.ClientSession, spool: Path, paths: list[str], **client_options: Any
+) -> tuple[list[DownloadedImage], list[str]]:
+    """Download ``paths`` from a tiny server answering with ``handler`` (the asset host); the images and the
+    paths the server was asked for. Handlers still waiting when the download is over are cut off."""
+    runner, base, hits = await tiny_server(handler)
     try:
-        client = GeneratorClient(session, api_key=KEY, api_url=base, asset_url=base, spool_dir=spool)
-        result = GenerationResult("r", [f"p/{i}.png" for i in range(5)], None, None, 0.0)
-        images = await client.download(result)
+        client = GeneratorClient(session, api_key=KEY, api_url=base, asset_url=base, spool_dir=spool, **client_options)
+        images = await asyncio.wait_for(client.download(GenerationResult("r", paths, None, None, 0.0)), 5)
     finally:
         await runner.cleanup()
+    return images, hits
+
+
+async def test_downloads_run_concurrently(session: aiohttp.ClientSession, spool: Path) -> None:
+    server = SlowImages(0.2)
+    images, hits = await download_from(server, session, spool, [f"p/{i}.png" for i in range(5)])
     assert all(image.ok for image in images)
-    assert most == 5
+    assert server.most == 5
     assert sorted(hits) == [f"/p/{i}.png" for i in range(5)]
 
 
@@ -751,85 +768,38 @@ async def test_downloads_waiting_for_a_slow_server_do_not_hold_the_slots(
     session: aiohttp.ClientSession, spool: Path
 ) -> None:
     """Two slots, six images, a storage server with 0.2 s to its first byte: all six are asked for at once."""
-    in_flight = 0
-    most = 0
-
-    async def slow_first_byte(request: web.Request) -> web.Response:
-        nonlocal in_flight, most
-        in_flight += 1
-        most = max(most, in_flight)
-        await asyncio.sleep(0.2)
-        in_flight -= 1
-        return web.Response(body=b"\x89PNG fake", content_type="image/png")
-
-    runner, base, _ = await tiny_server(slow_first_byte)
-    try:
-        client = GeneratorClient(session, api_key=KEY, api_url=base, asset_url=base, spool_dir=spool, download_slots=2)
-        result = GenerationResult("r", [f"p/{i}.png" for i in range(6)], None, None, 0.0)
-        began = time.monotonic()
-        images = await client.download(result)
-        took = time.monotonic() - began
-    finally:
-        await runner.cleanup()
+    server = SlowImages(0.2)
+    began = time.monotonic()
+    images, _ = await download_from(server, session, spool, [f"p/{i}.png" for i in range(6)], download_slots=2)
+    took = time.monotonic() - began
     assert all(image.ok for image in images)
-    assert most == 6
+    assert server.most == 6
     assert took < 0.5  # three rounds of two would take 0.6 s
 
 
 async def test_a_storage_server_that_never_answers_times_out_and_is_retried(
     session: aiohttp.ClientSession, spool: Path
 ) -> None:
-    done = asyncio.Event()
-
     async def silent(request: web.Request) -> web.Response:
-        await done.wait()
-        return web.Response(body=b"\x89PNG late", content_type="image/png")
+        await asyncio.Event().wait()
+        raise AssertionError("never answers")
 
-    runner, base, hits = await tiny_server(silent)
-    try:
-        client = GeneratorClient(
-            session,
-            api_key=KEY,
-            api_url=base,
-            asset_url=base,
-            spool_dir=spool,
-            download_timeout=0.2,
-            download_attempts=2,
-            download_backoff=0.01,
-        )
-        images = await asyncio.wait_for(client.download(GenerationResult("r", ["a.png"], None, None, 0.0)), 5)
-    finally:
-        done.set()
-        await runner.cleanup()
+    images, hits = await download_from(
+        silent, session, spool, ["a.png"], download_timeout=0.2, download_attempts=2, download_backoff=0.01
+    )
     assert images[0].path is None and "timed out" in (images[0].error or "")
     assert len(hits) == 2
 
 
 async def test_a_body_that_stops_arriving_times_out(session: aiohttp.ClientSession, spool: Path) -> None:
-    done = asyncio.Event()
-
     async def stalls(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "image/png", "Content-Length": "1000"})
         await response.prepare(request)
         await response.write(b"\x89PNG" + b"\0" * 100)
-        await done.wait()
+        await asyncio.Event().wait()
         return response
 
-    runner, base, _ = await tiny_server(stalls)
-    try:
-        client = GeneratorClient(
-            session,
-            api_key=KEY,
-            api_url=base,
-            asset_url=base,
-            spool_dir=spool,
-            download_timeout=0.2,
-            download_attempts=1,
-        )
-        images = await asyncio.wait_for(client.download(GenerationResult("r", ["a.png"], None, None, 0.0)), 5)
-    finally:
-        done.set()
-        await runner.cleanup()
+    images, _ = await download_from(stalls, session, spool, ["a.png"], download_timeout=0.2, download_attempts=1)
     assert images[0].path is None and "timed out" in (images[0].error or "")
     assert spooled(spool) == []
 
@@ -848,22 +818,15 @@ async def test_waiting_for_a_download_slot_does_not_count_against_the_deadline(
         await response.write_eof()
         return response
 
-    runner, base, _ = await tiny_server(slow_body)
-    try:
-        client = GeneratorClient(
-            session,
-            api_key=KEY,
-            api_url=base,
-            asset_url=base,
-            spool_dir=spool,
-            download_timeout=0.25,
-            download_attempts=1,
-            download_slots=1,
-        )
-        result = GenerationResult("r", [f"p/{i}.png" for i in range(3)], None, None, 0.0)
-        images = await client.download(result)
-    finally:
-        await runner.cleanup()
+    images, _ = await download_from(
+        slow_body,
+        session,
+        spool,
+        [f"p/{i}.png" for i in range(3)],
+        download_timeout=0.25,
+        download_attempts=1,
+        download_slots=1,
+    )
     assert [image.error for image in images] == [None, None, None]
     assert [image.size_bytes for image in images] == [200, 200, 200]
 
@@ -872,12 +835,7 @@ async def test_a_non_image_answer_is_not_saved(session: aiohttp.ClientSession, s
     async def login_page(request: web.Request) -> web.Response:
         return web.Response(text="<html>please log in</html>", content_type="text/html")
 
-    runner, base, hits = await tiny_server(login_page)
-    try:
-        client = GeneratorClient(session, api_key=KEY, api_url=base, asset_url=base, spool_dir=spool)
-        images = await client.download(GenerationResult("r", ["a.png"], None, None, 0.0))
-    finally:
-        await runner.cleanup()
+    images, hits = await download_from(login_page, session, spool, ["a.png"])
     assert images[0].path is None and "not an image" in (images[0].error or "")
     assert len(hits) == 1
     assert spooled(spool) == []
