@@ -106,9 +106,7 @@ class SlotHold:
         self.held = False
 
     async def __aenter__(self) -> SlotHold:
-        if not self.held:
-            await self._slots.acquire(body=False)
-            self.held = True
+        await self._take(body=False)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -116,8 +114,11 @@ class SlotHold:
 
     async def take_for_body(self) -> None:
         """Have a slot to read the body, the answer in hand (nothing to wait for if the slot was kept)."""
+        await self._take(body=True)
+
+    async def _take(self, *, body: bool) -> None:
         if not self.held:
-            await self._slots.acquire(body=True)
+            await self._slots.acquire(body=body)
             self.held = True
 
     def give_back(self) -> None:
