@@ -220,9 +220,7 @@ class FakeOneMin:
         if kind == "hang":
             await self._closing.wait()
             return web.Response(status=503, text="shutting down")
-        if self.latency > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), self.latency)
+        await self._pause(self.latency)
         if kind is not None and not kind.startswith("asset-"):
             return _failure(kind, retry_after, entry["body"])
         return await self._success(entry["body"], kind)
@@ -284,11 +282,9 @@ class FakeOneMin:
         self.download_routes.append((route, path, status))
         if status != 200:
             return _s3_error(status)
-        assert asset is not None and self._closing is not None
+        assert asset is not None
         data = await self._image_bytes(asset)
-        if self.download_latency > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), self.download_latency)
+        await self._pause(self.download_latency)
         response = web.StreamResponse(status=200)
         response.content_type = _MIME[asset.fmt]
         response.content_length = len(data)
@@ -298,6 +294,13 @@ class FakeOneMin:
             await response.write(view[start : start + _CHUNK])
         await response.write_eof()
         return response
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait ``seconds`` (a latency), or less if the fake is closing."""
+        assert self._closing is not None
+        if seconds > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), seconds)
 
     def _image_bytes(self, asset: _Asset) -> asyncio.Task[bytes]:
         key = (asset.width, asset.height, asset.fmt, asset.index % _VARIANTS, asset.noisy, asset.compression)
