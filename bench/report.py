@@ -59,7 +59,7 @@ def analyse(run: Run, stats: dict[str, Any], args: argparse.Namespace) -> dict[s
 
 def services_latency(args: argparse.Namespace) -> float:
     """The least a job's end to end can be: the generator's latency plus the image download's time to first byte."""
-    return float(args.latency + getattr(args, "download_latency", 0.0))
+    return float(args.latency + args.download_latency)
 
 
 def scenario_name(args: argparse.Namespace) -> str:
@@ -70,8 +70,9 @@ def scenario_name(args: argparse.Namespace) -> str:
     else:
         who = f"{args.members} members x 1 request"
     extra = f", oversize (upload limit {args.upload_limit} bytes, noisy images)" if args.oversize else ""
-    download = getattr(args, "download_latency", 0.0)
-    latency = f"generator latency {args.latency:g} s" + (f" + download latency {download:g} s" if download else "")
+    latency = f"generator latency {args.latency:g} s"
+    if args.download_latency:
+        latency += f" + download latency {args.download_latency:g} s"
     return f"{who}, {what}, {latency}, MAX_CONCURRENT_JOBS={args.concurrency}{extra}{', pinned' if args.pin else ''}"
 
 
