@@ -32,6 +32,11 @@ FIGURES: tuple[tuple[str, Callable[[dict[str, Any]], float], str], ...] = (
     ("end-to-end / latency p99", lambda r: r["end_to_end"]["ratio_p99"], "{:.3f}"),
     ("to the generator p50 ms", lambda r: r["end_to_end"]["to_generator"]["p50"] * 1000, "{:.0f}"),
     ("after the generator p50 ms", lambda r: r["end_to_end"]["after_generator"]["p50"] * 1000, "{:.0f}"),
+    (
+        "images at Discord ms apart",
+        lambda r: r["end_to_end"]["timeline"]["at_discord"]["spacing"] * 1000,
+        "{:.2f}",
+    ),
     ("largest stall ms", lambda r: r["event_loop"]["max_stall"] * 1000, "{:.0f}"),
     ("bot CPU per job ms", lambda r: r["cpu"]["bot_per_job_ms"], "{:.2f}"),
 )

@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from bench.instrumented_bot import token_key
-from bench.measure import Summary, percentile
+from bench.measure import Summary, Timeline, percentile
 from bench.world import FAIRNESS_BURST_JOBS, FAIRNESS_MEMBERS, Generation, Run
 
 log = logging.getLogger(__name__)
@@ -109,15 +109,19 @@ def end_to_end(run: Run, stats: dict[str, Any], by_prompt: dict[str, Generation]
         if key is not None and " webhook" in kind:
             last_webhook_call[key] = max(began, last_webhook_call.get(key, began))
     total, before, after, bot_side, upload = [], [], [], [], []
+    burst_start = min((interaction.created_at for interaction in run.interactions), default=0.0)
+    at_generator, at_discord = [], []
     for request, interaction in zip(run.requests, run.interactions, strict=True):
         delivered = run.tracker.delivered_at.get(interaction.id)
         if delivered is None:
             continue
         total.append(delivered - interaction.created_at)
+        at_discord.append(delivered - burst_start)
         generation = by_prompt.get(request.prompt)
         if generation is None:
             continue
         before.append(generation.arrived - interaction.created_at)
+        at_generator.append(generation.arrived - burst_start)
         after.append(delivered - generation.answered)
         upload_started = last_webhook_call.get(token_key(interaction.token))
         if upload_started is not None:
@@ -129,6 +133,7 @@ def end_to_end(run: Run, stats: dict[str, Any], by_prompt: dict[str, Generation]
         "after_generator": Summary.of(after),
         "after_in_bot": Summary.of(bot_side),
         "upload": Summary.of(upload),
+        "timeline": {"at_generator": Timeline.of(at_generator), "at_discord": Timeline.of(at_discord)},
     }
     if latency > 0 and total:
         result["ratio_p50"] = percentile(total, 50) / latency
@@ -344,6 +349,10 @@ def print_report(report: dict[str, Any], args: argparse.Namespace, out: Any = No
     say(f"  after the generator  {e2e['after_generator'].ms()}   (answer ready -> last upload arrived)")
     say(f"    in the bot         {e2e['after_in_bot'].ms()}   (answer ready -> upload request started)")
     say(f"    upload             {e2e['upload'].ms()}   (upload started -> the fake began handling it)")
+    timeline = e2e["timeline"]
+    say("  when, from the burst's start (jobs in the order they got there):")
+    say(f"    at the generator   {timeline['at_generator'].ms()}")
+    say(f"    images at Discord  {timeline['at_discord'].ms()}")
     loop = report["event_loop"]
     say()
     if loop.get("ticks"):
@@ -459,6 +468,15 @@ def to_json(value: Any) -> Any:
     """The report as JSON-ready data."""
     if isinstance(value, Summary):
         return {"count": value.count, "p50": value.p50, "p99": value.p99, "max": value.max}
+    if isinstance(value, Timeline):
+        fields = {
+            "count": value.count,
+            "first": value.first,
+            "quarter": value.quarter,
+            "median": value.median,
+            "last": value.last,
+        }
+        return to_json(dict(fields, spacing=value.spacing))
     if isinstance(value, dict):
         return {str(k): to_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from types import SimpleNamespace
@@ -13,7 +14,7 @@ import pytest
 from bench.burst import main as burst_main
 from bench.compare import medians, read_figures
 from bench.instrumented_bot import request_kind, token_key
-from bench.measure import Summary, percentile, process_cpu_seconds, process_memory_kib
+from bench.measure import Summary, Timeline, percentile, process_cpu_seconds, process_memory_kib
 from bench.world import DeliveryTracker
 from tests.fakes.discord import RecordedFile, RecordedRequest
 
@@ -24,6 +25,18 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile(values, 99) == 495
     assert percentile([3.0], 99) == 3.0
     assert Summary.of(values).max == 500
+
+
+def test_a_timeline_gives_the_pace_between_the_quarter_and_the_median_job() -> None:
+    # Three quick jobs, then one every 10 ms: the pace once under way, not the start's.
+    moments = [0.001, 0.002, 0.003] + [0.100 + 0.010 * step for step in range(9)]
+    timeline = Timeline.of(list(reversed(moments)))
+    assert (timeline.count, timeline.first, timeline.last) == (12, 0.001, pytest.approx(0.180))
+    assert timeline.quarter == 0.003 and timeline.median == pytest.approx(0.120)  # 3rd and 6th of 12
+    assert timeline.spacing == pytest.approx((0.120 - 0.003) / 3)
+    assert "median 120 ms" in timeline.ms()
+    assert math.isnan(Timeline.of([1.0, 2.0]).spacing)  # no gap between the quarter and the median
+    assert Timeline.of([]).count == 0
 
 
 def test_request_kinds_keep_ids_and_hide_tokens() -> None:
@@ -93,6 +106,9 @@ def test_a_small_burst_runs_end_to_end(tmp_path: Any, capsys: pytest.CaptureFixt
     # The bot's own timestamps (its parse of each event, discord.py's callback and upload requests) line up.
     assert data["first_response"]["in_bot"]["count"] == 6 and data["end_to_end"]["after_in_bot"]["count"] == 6
     assert 0.3 <= data["end_to_end"]["total"]["p50"] < 10
+    timeline = data["end_to_end"]["timeline"]
+    assert timeline["at_generator"]["count"] == 6 and timeline["at_discord"]["count"] == 6
+    assert 0 <= timeline["at_generator"]["first"] < 0.3 <= timeline["at_discord"]["first"]
     assert data["event_loop"]["ticks"] > 0 and data["memory_mb"]["peak"] > 10
     assert data["fake_discord"] == {"protocol_errors": [], "spec_violations": []}
 
