@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import signal
+import ssl
 import sys
 import tempfile
 import time
@@ -31,6 +32,7 @@ from typing import Any, ClassVar
 
 from bench.measure import process_memory_kib
 from bench.report import analyse, print_report, to_json
+from bench.tls import make_certificate, server_context
 from bench.world import (
     FAIRNESS_BURST_JOBS,
     FAIRNESS_MEMBERS,
@@ -230,7 +232,15 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """Set up the world, start the bot, warm up, burst, stop the bot, and return the report."""
     workdir = Path(tempfile.mkdtemp(prefix="imaginebot-bench-"))
     cpus = pin_processes() if args.pin else None
-    async with FakeDiscord(token=BOT_TOKEN) as discord, TimedOneMin(api_key=API_KEY) as onemin:
+    certificate: Path | None = None
+    tls: ssl.SSLContext | None = None
+    if args.tls:
+        certificate, key = make_certificate(workdir)
+        tls = server_context(certificate, key)
+    async with (
+        FakeDiscord(token=BOT_TOKEN, ssl_context=tls) as discord,
+        TimedOneMin(api_key=API_KEY, ssl_context=tls) as onemin,
+    ):
         world = BenchWorld(discord, onemin, workdir)
         if args.oversize:
             onemin.noisy = True
@@ -242,6 +252,8 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             MAX_CONCURRENT_JOBS=str(args.concurrency),
             LOG_LEVEL=args.bot_log_level,
         )
+        if certificate is not None:
+            env["SSL_CERT_FILE"] = str(certificate)  # the bot trusts the fakes' certificate, and nothing else
         if args.cprofile:
             env["BENCH_CPROFILE_PATH"] = str(args.cprofile.resolve())
         bot = await world.start_bot(env, cpus=cpus)
@@ -329,6 +341,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"{FAIRNESS_MEMBERS} members x 1 job + 1 member x {FAIRNESS_BURST_JOBS}, MAX_CONCURRENT_JOBS=16",
     )
     parser.add_argument("--timeout", type=float, default=150.0, help="give up waiting after this many seconds")
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="the fakes serve HTTPS and WSS (a throw-away certificate): each new connection costs a handshake",
+    )
     parser.add_argument("--pin", action="store_true", help="pin the fakes to one CPU and the bot to the others")
     parser.add_argument("--cprofile", type=Path, help="cProfile the bot's loop thread during the burst into FILE")
     parser.add_argument("--py-spy", type=Path, help="py-spy record the bot during the burst (FILE .svg, .txt or .json)")

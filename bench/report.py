@@ -73,6 +73,7 @@ def scenario_name(args: argparse.Namespace) -> str:
     latency = f"generator latency {args.latency:g} s"
     if args.download_latency:
         latency += f" + download latency {args.download_latency:g} s"
+    extra += ", over TLS" if args.tls else ""
     return f"{who}, {what}, {latency}, MAX_CONCURRENT_JOBS={args.concurrency}{extra}{', pinned' if args.pin else ''}"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -111,6 +112,17 @@ def test_a_small_burst_runs_end_to_end(tmp_path: Any, capsys: pytest.CaptureFixt
     assert 0 <= timeline["at_generator"]["first"] < 0.3 <= timeline["at_discord"]["first"]
     assert data["event_loop"]["ticks"] > 0 and data["memory_mb"]["peak"] > 10
     assert data["fake_discord"] == {"protocol_errors": [], "spec_violations": []}
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="--tls makes its certificate with openssl")
+def test_a_small_burst_runs_over_tls(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    report = tmp_path / "report.json"
+    code = burst_main(["--members", "4", "--latency", "0.2", "--size", "1024x1024", "--tls", "--json", str(report)])
+    out = capsys.readouterr().out
+    assert "over TLS" in out and "[PASS] every request delivered: 4/4" in out, out
+    assert code in (0, 1)
+    data = json.loads(report.read_text())
+    assert data["delivered"] == 4 and data["fake_discord"] == {"protocol_errors": [], "spec_violations": []}
 
 
 def test_compare_reads_a_reports_figures_and_takes_medians() -> None:

@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import secrets
+import ssl
 import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -107,8 +108,17 @@ class FakeOneMin:
     path of every image fetch, and ``download_routes`` (route, path, status) with route "presigned" or "asset".
     """
 
-    def __init__(self, *, api_key: str = "test-key", latency: float = 0.0, download_latency: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        api_key: str = "test-key",
+        latency: float = 0.0,
+        download_latency: float = 0.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.api_key = api_key
+        # Served over HTTPS with this context (the client must trust its certificate), else plain HTTP.
+        self.ssl_context = ssl_context
         self.latency = latency
         # Seconds before an image download's answer starts, like S3's time to first byte.
         self.download_latency = download_latency
@@ -140,10 +150,11 @@ class FakeOneMin:
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         # A deep backlog so hundreds of simultaneous connections are not dropped and retried by the kernel.
-        site = web.TCPSite(self._runner, host, port, backlog=1024)
+        site = web.TCPSite(self._runner, host, port, backlog=1024, ssl_context=self.ssl_context)
         await site.start()
         bound_host, bound_port = self._runner.addresses[0][:2]
-        self.base_url = f"http://{bound_host}:{bound_port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        self.base_url = f"{scheme}://{bound_host}:{bound_port}"
         self.api_url = self.base_url
         self.asset_url = f"{self.base_url}/asset"
 

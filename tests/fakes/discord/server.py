@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
@@ -62,6 +63,7 @@ class FakeDiscord:
         request_size_limit: int = 25 * 1024 * 1024,
         token_lifetime: float = 15 * 60,
         first_response_deadline: float = 3.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.bot_user_id = bot_user_id or new_snowflake()
         # Applications made since 2020 share their id with their bot user.
@@ -71,6 +73,8 @@ class FakeDiscord:
         self.request_size_limit = request_size_limit
         self.token_lifetime = token_lifetime
         self.first_response_deadline = first_response_deadline
+        # Served over HTTPS and WSS with this context (the client must trust its certificate), else plain.
+        self.ssl_context = ssl_context
         # Seconds an interaction callback takes to be applied after it arrived (a slow network or Discord): the
         # interaction has no response, so no "@original", until then.
         self.callback_delay = 0.0
@@ -112,12 +116,13 @@ class FakeDiscord:
         app = build_app(self, [InteractionRoutes(self), ChannelRoutes(self)])
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        site = web.TCPSite(self._runner, host, port, ssl_context=self.ssl_context)
         await site.start()
         bound_port = self._runner.addresses[0][1]
-        self.base_url = f"http://{host}:{bound_port}"
+        secure = "s" if self.ssl_context is not None else ""
+        self.base_url = f"http{secure}://{host}:{bound_port}"
         self.api_url = f"{self.base_url}/api/v10"
-        self.gateway_url = f"ws://{host}:{bound_port}/gateway"
+        self.gateway_url = f"ws{secure}://{host}:{bound_port}/gateway"
         log.info("fake Discord listening: REST %s, gateway %s", self.api_url, self.gateway_url)
 
     async def close(self) -> None:
