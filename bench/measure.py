@@ -15,13 +15,16 @@ log = logging.getLogger(__name__)
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def nearest_rank(count: int, percent: float) -> int:
+    """The 1-based rank of the ``percent`` percentile among ``count`` sorted values (p99 of 500: 495)."""
+    return max(1, math.ceil(percent / 100 * count))
+
+
 def percentile(values: Sequence[float], percent: float) -> float:
     """The nearest-rank percentile (p99 of 500 values is the 495th smallest); NaN for no values."""
     if not values:
         return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(percent / 100 * len(ordered)))
-    return ordered[rank - 1]
+    return sorted(values)[nearest_rank(len(values), percent) - 1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +74,7 @@ class Timeline:
         """How far apart the jobs got there, on average, from the quarter to the median one: the pace once under
         way (NaN when fewer than 4 jobs leave no gap between the two). When the bot is the slowest part of the way
         there, this is its time per job."""
-        steps = math.ceil(self.count / 2) - math.ceil(self.count / 4)  # between the two nearest ranks
+        steps = nearest_rank(self.count, 50) - nearest_rank(self.count, 25)
         return (self.median - self.quarter) / steps if steps > 0 else math.nan
 
     def ms(self) -> str:

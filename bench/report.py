@@ -4,6 +4,7 @@ checked against issue 5's targets, printed for people or saved as JSON."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import logging
 import math
@@ -470,14 +471,7 @@ def to_json(value: Any) -> Any:
     if isinstance(value, Summary):
         return {"count": value.count, "p50": value.p50, "p99": value.p99, "max": value.max}
     if isinstance(value, Timeline):
-        fields = {
-            "count": value.count,
-            "first": value.first,
-            "quarter": value.quarter,
-            "median": value.median,
-            "last": value.last,
-        }
-        return to_json(dict(fields, spacing=value.spacing))
+        return to_json({**dataclasses.asdict(value), "spacing": value.spacing})
     if isinstance(value, dict):
         return {str(k): to_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
