@@ -34,7 +34,11 @@ log = logging.getLogger(__name__)
 # Back-off when a 429 names no Retry-After (a CDN's HTML page usually does not): 5 s, 10 s, 20 s ... capped.
 BACKOFF_START = 5.0
 BACKOFF_CAP = 120.0
-MAX_RATE_LIMITED_TRIES = 12
+# A Retry-After is obeyed within these bounds: "0" (or a date already past) must not turn into a burst of requests,
+# and a far-off one (a typo, a year-2100 date) must not stop every job for good; after the longest wait the request
+# is simply sent again, and a new 429 says how much longer.
+MIN_RATE_LIMIT_WAIT = 1.0
+MAX_RATE_LIMIT_WAIT = 600.0
 # Discord's documented upload limit for a server without boosts, used when an interaction does not say.
 DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
 # How often queued jobs' positions are recomputed and pushed out, at most.
@@ -370,23 +374,25 @@ class JobService:
                 await asyncio.to_thread(_remove_files, workdir, [image.path for image in downloaded])
 
     async def _generate(self, job: Job, options: ImagineOptions) -> GenerationResult:
-        """One POST; after a 429 only (the request was not taken) wait and send it again."""
+        """One POST; after a 429 only (the request was not taken) wait and send it again, as often as it takes.
+
+        The contract: a 429 delays a job, it never fails it.
+        """
         request = options.to_generation_request()
         backoff = BACKOFF_START
-        for attempt in range(1, MAX_RATE_LIMITED_TRIES + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 return await self.generator.generate(request)
             except RateLimited as error:
-                wait = error.retry_after if error.retry_after is not None else backoff
+                wait = rate_limit_wait(error.retry_after, backoff)
                 backoff = min(backoff * 2, BACKOFF_CAP)
-                if attempt == MAX_RATE_LIMITED_TRIES:
-                    raise
                 log.info("job %s: generator rate limit, trying again in %.1f s (attempt %s)", job.id, wait, attempt)
                 self.scheduler.pause(wait)
                 await self._notify(self._events().on_rate_limited(job, wait), job)
                 await asyncio.sleep(wait)
                 await self._notify(self._events().on_resent(job), job)
-        raise AssertionError("unreachable")
 
     async def _fail(self, job: Job, detail: str, sentence: str | None, result: GenerationResult | None) -> None:
         refunded = await self.store.fail_job(
@@ -464,3 +470,9 @@ __all__: Sequence[str] = (
     "OverQuota",
     "job_options",
 )
+
+
+def rate_limit_wait(retry_after: float | None, backoff: float) -> float:
+    """Seconds to wait after a 429: its Retry-After within sane bounds, else the current back-off."""
+    wait = backoff if retry_after is None else retry_after
+    return min(max(wait, MIN_RATE_LIMIT_WAIT), MAX_RATE_LIMIT_WAIT)

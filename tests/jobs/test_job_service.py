@@ -1,0 +1,214 @@
+"""JobService's settling of a job's money: a real SQLite store, a stub generator and recorded Discord events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imaginebot import jobs as jobs_module
+from imaginebot.credits import QualityWeights
+from imaginebot.delivery import DeliverableImage
+from imaginebot.generator import DownloadedImage, GenerationResult, RateLimited
+from imaginebot.jobs import Accepted, Delivery, DeliveryReceipt, JobRequest, JobService
+from imaginebot.limits import Limit
+from imaginebot.options import resolve_options
+from imaginebot.policy import Policy
+from imaginebot.store import Job, SqliteStore
+from tests.e2e.harness import wait_until
+
+GUILD, MEMBER, CHANNEL, APPLICATION = 11, 22, 33, 44
+
+
+class StubGenerator:
+    """Answers each POST with ``count`` images, after the failures queued in ``errors``."""
+
+    def __init__(self) -> None:
+        self.posts = 0
+        self.errors: list[Exception] = []
+
+    async def generate(self, request: Any) -> GenerationResult:
+        self.posts += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return GenerationResult(
+            record_id=f"record-{self.posts}",
+            asset_paths=[f"image-{index}.png" for index in range(request.count)],
+            temporary_url=None,
+            reported_credits=None,
+            elapsed=1.0,
+        )
+
+    async def download(self, result: GenerationResult, *, in_memory: int = 0) -> list[DownloadedImage]:
+        return [
+            DownloadedImage(
+                index=index,
+                path=None,
+                size_bytes=4,
+                content_type="image/png",
+                source_url=f"https://asset.example/{path}",
+                link_expires_at=None,
+                error=None,
+                data=b"\x89PNG",
+            )
+            for index, path in enumerate(result.asset_paths)
+        ]
+
+
+class RecordedEvents:
+    """The Discord side, recorded; ``deliver`` does what the test sets in ``deliver_with``."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, Any]] = []
+        self.deliver_with: Callable[[Job, Delivery], Any] | None = None
+
+    async def on_queued(self, job: Job, position: int) -> None:
+        self.seen.append(("queued", position))
+
+    async def on_started(self, job: Job) -> None:
+        self.seen.append(("started", job.id))
+
+    async def on_rate_limited(self, job: Job, seconds: float) -> None:
+        self.seen.append(("rate-limited", seconds))
+
+    async def on_resent(self, job: Job) -> None:
+        self.seen.append(("resent", job.id))
+
+    async def on_failed(self, job: Job, sentence: str) -> None:
+        self.seen.append(("failed", sentence))
+
+    async def on_interrupted(self, job: Job) -> None:
+        self.seen.append(("interrupted", job.id))
+
+    async def deliver(self, job: Job, delivery: Delivery) -> DeliveryReceipt:
+        self.seen.append(("deliver", sum(len(group) for group in delivery.groups)))
+        if self.deliver_with is not None:
+            return await self.deliver_with(job, delivery)
+        return DeliveryReceipt(CHANNEL, 1000 + job.id)
+
+    async def on_delivered(self, job: Job, delivery: Delivery, receipt: DeliveryReceipt) -> None:
+        self.seen.append(("delivered", receipt.message_id))
+
+    def kinds(self) -> list[str]:
+        return [kind for kind, _ in self.seen]
+
+    async def wait_for(self, kind: str, timeout: float = 5) -> None:
+        await wait_until(lambda: kind in self.kinds(), timeout, f"the event {kind!r}")
+
+
+async def fit_as_they_are(sources: Any, **_: Any) -> list[DeliverableImage]:
+    return [
+        DeliverableImage(
+            index=source.index,
+            path=None,
+            filename=f"imagine-{source.index + 1}.png",
+            size_bytes=source.size_bytes,
+            link=None,
+            link_expires_at=None,
+            note=None,
+            width=1024,
+            height=1024,
+            data=source.data,
+        )
+        for source in sources
+    ]
+
+
+class Harness:
+    def __init__(self, store: SqliteStore, service: JobService, generator: StubGenerator, events: RecordedEvents):
+        self.store, self.service, self.generator, self.events = store, service, generator, events
+        self._interactions = 0
+
+    async def submit(self, *, count: int = 1) -> Job:
+        self._interactions += 1
+        options = resolve_options(prompt="a lighthouse at dusk", count=count)
+        outcome = await self.service.submit(
+            JobRequest(
+                guild_id=GUILD,
+                channel_id=CHANNEL,
+                user_id=MEMBER,
+                role_ids=(),
+                application_id=APPLICATION,
+                interaction_id=5000 + self._interactions,
+                interaction_token=f"token-{self._interactions}",
+                token_expires_at=datetime.now(UTC) + timedelta(minutes=15),
+                attachment_size_limit=10 * 1024 * 1024,
+                options=options,
+            )
+        )
+        assert isinstance(outcome, Accepted)
+        return outcome.job
+
+    async def settled(self, job: Job, timeout: float = 5) -> Job:
+        async with asyncio.timeout(timeout):
+            while True:
+                current = await self.store.get_job(job.id)
+                if current is not None and current.state not in ("queued", "running"):
+                    return current
+                await asyncio.sleep(0.01)
+
+    async def used(self) -> int:
+        return await self.store.usage(guild_id=GUILD, user_id=MEMBER, period="day")
+
+
+@pytest.fixture
+async def harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Harness]:
+    monkeypatch.setattr(jobs_module, "fit_for_upload", fit_as_they_are)
+    store = SqliteStore(tmp_path / "jobs.db")
+    await store.open()
+    generator = StubGenerator()
+    service = JobService(
+        store=store,
+        generator=generator,  # type: ignore[arg-type]
+        policy=Policy(store, bot_default=Limit(100_000, "day"), global_budget=None),
+        weights=QualityWeights(),
+        max_concurrent=4,
+        max_per_member=2,
+        spool_dir=tmp_path,
+    )
+    events = RecordedEvents()
+    service.events = events
+    yield Harness(store, service, generator, events)
+    await service.close()
+    await store.close()
+
+
+async def test_a_job_is_delayed_by_any_number_of_rate_limits_never_failed(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs_module, "MIN_RATE_LIMIT_WAIT", 0.001)
+    harness.generator.errors = [RateLimited(retry_after=0) for _ in range(30)]
+    job = await harness.submit()
+    settled = await harness.settled(job)
+    assert settled.state == "delivered"
+    assert harness.generator.posts == 31
+    assert harness.events.kinds().count("rate-limited") == 30
+    assert await harness.used() == job.cost
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "backoff", "expected"),
+    [
+        (None, 5.0, 5.0),  # no Retry-After: the back-off
+        (0.0, 5.0, jobs_module.MIN_RATE_LIMIT_WAIT),  # "0" or a date already past: not a burst of requests
+        (30.0, 5.0, 30.0),
+        (99_999_999_999.0, 5.0, jobs_module.MAX_RATE_LIMIT_WAIT),  # not a bot stopped for good
+    ],
+)
+def test_the_wait_after_a_429_is_its_retry_after_within_bounds(
+    retry_after: float | None, backoff: float, expected: float
+) -> None:
+    assert jobs_module.rate_limit_wait(retry_after, backoff) == expected
+
+
+async def test_a_far_off_retry_after_pauses_new_starts_no_longer_than_the_longest_wait(harness: Harness) -> None:
+    harness.generator.errors = [RateLimited(retry_after=10**12)]
+    job = await harness.submit()
+    await harness.events.wait_for("rate-limited")
+    assert ("rate-limited", jobs_module.MAX_RATE_LIMIT_WAIT) in harness.events.seen
+    assert harness.service.scheduler.paused_for() <= jobs_module.MAX_RATE_LIMIT_WAIT
+    assert (await harness.store.get_job(job.id)).state == "running"  # type: ignore[union-attr]
