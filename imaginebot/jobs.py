@@ -39,6 +39,10 @@ BACKOFF_CAP = 120.0
 # is simply sent again, and a new 429 says how much longer.
 MIN_RATE_LIMIT_WAIT = 1.0
 MAX_RATE_LIMIT_WAIT = 600.0
+# How long a stopping bot lets results already being posted finish (docker stop waits 10 s before it kills).
+DELIVERY_GRACE_SECONDS = 8.0
+# Waits between tries to record a delivered job when the store fails (a lost connection, a locked file).
+RECORD_RETRY_WAITS = (0.5, 2.0, 5.0)
 # Discord's documented upload limit for a server without boosts, used when an interaction does not say.
 DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
 # How often queued jobs' positions are recomputed and pushed out, at most.
@@ -161,6 +165,8 @@ class JobService:
         self._last_refresh = 0.0
         self._background: set[asyncio.Task[None]] = set()
         self._in_memory_free = IN_MEMORY_TOTAL_BYTES
+        # The tasks of jobs posting their results, by job id (see close()).
+        self._delivering: dict[int, asyncio.Task[object]] = {}
 
     def cost_of(self, options: ImagineOptions) -> int:
         """The request's cost in hundredths of a credit."""
@@ -264,9 +270,19 @@ class JobService:
             self._positions_changed()
 
     async def close(self) -> None:
-        """Stop the queue; jobs in flight stay 'running' in the store and are settled at the next start."""
+        """Stop the queue; jobs in flight stay 'running' in the store and are settled at the next start.
+
+        Results already being posted are given up to ``DELIVERY_GRACE_SECONDS`` to finish and be recorded first:
+        cut off, a result on Discord would be taken for an interrupted job at the next start and refunded.
+        """
         if self._refresh_handle is not None:
             self._refresh_handle.cancel()
+        self.scheduler.stop_starting()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DELIVERY_GRACE_SECONDS
+        while self._delivering and (left := deadline - loop.time()) > 0:
+            log.info("stopping: waiting up to %.0f s for %d result(s) being posted", left, len(self._delivering))
+            await asyncio.wait(list(self._delivering.values()), timeout=left)
         await self.scheduler.close()
         for task in list(self._background):
             task.cancel()
@@ -329,27 +345,12 @@ class JobService:
                 generation_seconds=result.elapsed,
                 reported_credits=result.reported_credits,
             )
+            # A stopping bot lets this job finish posting and recording (close()), within a grace period.
+            if (task := asyncio.current_task()) is not None:
+                self._delivering[job_id] = task
             receipt = await events.deliver(job, delivery)
-            # The member has the images now: record it at once, even if the bot is stopping, so that a restart
-            # does not take the job for an interrupted one and refund it.
-            await asyncio.shield(
-                self.store.mark_delivered(
-                    job_id,
-                    result_channel_id=receipt.channel_id,
-                    result_message_id=receipt.message_id,
-                    reported_credits=result.reported_credits,
-                    generator_record_id=result.record_id,
-                    result_extra_message_ids=receipt.extra_message_ids,
-                )
-            )
-            log.info(
-                "job %s delivered: generation %s, %d image(s) in %.1f s at the generator, reported credit %s",
-                job_id,
-                result.record_id,
-                result.image_count,
-                result.elapsed,
-                result.reported_credits,
-            )
+            if not await self._record_delivery(job, result, receipt):
+                return  # on Discord but not recorded: logged; never settled as a failure
             await self._notify(events.on_delivered(job, delivery, receipt), job)
         except GeneratorError as error:
             log.warning("job %s failed at the generator: %s", job_id, error.detail)
@@ -372,6 +373,42 @@ class JobService:
             self._in_memory_free += held_in_memory
             if left_files:
                 await asyncio.to_thread(_remove_files, workdir, [image.path for image in downloaded])
+
+    async def _record_delivery(self, job: Job, result: GenerationResult, receipt: DeliveryReceipt) -> bool:
+        """Record a job whose images are on Discord as delivered; False if the store would not take it.
+
+        Once the images are posted nothing may refund them or overwrite them with a failure: a store error here
+        is retried a few times, then logged, and never settled as a failed job. The write itself goes on even if
+        the bot is stopping.
+        """
+        for attempt in range(1, len(RECORD_RETRY_WAITS) + 2):
+            try:
+                await asyncio.shield(
+                    self.store.mark_delivered(
+                        job.id,
+                        result_channel_id=receipt.channel_id,
+                        result_message_id=receipt.message_id,
+                        reported_credits=result.reported_credits,
+                        generator_record_id=result.record_id,
+                        result_extra_message_ids=receipt.extra_message_ids,
+                    )
+                )
+                break
+            except Exception:
+                if attempt > len(RECORD_RETRY_WAITS):
+                    log.exception("job %s was delivered but could not be recorded as delivered", job.id)
+                    return False
+                log.warning("job %s: recording its delivery failed (attempt %s), trying again", job.id, attempt)
+                await asyncio.sleep(RECORD_RETRY_WAITS[attempt - 1])
+        log.info(
+            "job %s delivered: generation %s, %d image(s) in %.1f s at the generator, reported credit %s",
+            job.id,
+            result.record_id,
+            result.image_count,
+            result.elapsed,
+            result.reported_credits,
+        )
+        return True
 
     async def _generate(self, job: Job, options: ImagineOptions) -> GenerationResult:
         """One POST; after a 429 only (the request was not taken) wait and send it again, as often as it takes.
@@ -418,6 +455,7 @@ class JobService:
 
     def _forget(self, job_id: int) -> None:
         self._active.pop(job_id, None)
+        self._delivering.pop(job_id, None)
         self._pushed_positions.pop(job_id, None)
 
     # -- queue positions -----------------------------------------------------------------------------------------

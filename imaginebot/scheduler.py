@@ -28,6 +28,7 @@ class JobQueue(Protocol):
     def position(self, job_id: int) -> int | None: ...
     def positions(self) -> dict[int, int]: ...
     def pause(self, seconds: float) -> None: ...
+    def stop_starting(self) -> None: ...
     async def close(self) -> None: ...
 
 
@@ -182,11 +183,15 @@ class FairScheduler:
         """Seconds left in the current pause (0 when not paused)."""
         return max(0.0, self._paused_until - time.monotonic())
 
-    async def close(self) -> None:
-        """Stop starting jobs and cancel the running ones (their rows stay 'running' for recovery at start)."""
+    def stop_starting(self) -> None:
+        """Start nothing more (jobs submitted from now on stay queued in the store); running jobs go on."""
         self._closed = True
         if self._wakeup is not None:
             self._wakeup.cancel()
+
+    async def close(self) -> None:
+        """Stop starting jobs and cancel the running ones (their rows stay 'running' for recovery at start)."""
+        self.stop_starting()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

@@ -212,3 +212,80 @@ async def test_a_far_off_retry_after_pauses_new_starts_no_longer_than_the_longes
     assert ("rate-limited", jobs_module.MAX_RATE_LIMIT_WAIT) in harness.events.seen
     assert harness.service.scheduler.paused_for() <= jobs_module.MAX_RATE_LIMIT_WAIT
     assert (await harness.store.get_job(job.id)).state == "running"  # type: ignore[union-attr]
+
+
+async def test_a_store_error_after_the_images_are_posted_is_retried_and_never_refunds(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs_module, "RECORD_RETRY_WAITS", (0.01,))
+    real_mark_delivered = harness.store.mark_delivered
+    failures = ["database is locked"]
+
+    async def flaky_mark_delivered(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise RuntimeError(failures.pop())
+        return await real_mark_delivered(*args, **kwargs)
+
+    monkeypatch.setattr(harness.store, "mark_delivered", flaky_mark_delivered)
+    job = await harness.submit()
+    assert (await harness.settled(job)).state == "delivered"
+    assert "failed" not in harness.events.kinds()
+    assert await harness.used() == job.cost
+
+
+async def test_a_delivered_job_the_store_never_records_is_not_failed_or_refunded(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs_module, "RECORD_RETRY_WAITS", (0.01, 0.01))
+    calls: list[int] = []
+
+    async def broken_mark_delivered(job_id: int, **_: Any) -> None:
+        calls.append(job_id)
+        raise RuntimeError("disk I/O error")
+
+    monkeypatch.setattr(harness.store, "mark_delivered", broken_mark_delivered)
+    job = await harness.submit()
+    await wait_until(lambda: len(calls) == 3, 5, "three tries to record the delivery")
+    await asyncio.sleep(0.05)
+    assert "failed" not in harness.events.kinds() and "delivered" not in harness.events.kinds()
+    assert (await harness.store.get_job(job.id)).state == "running"  # type: ignore[union-attr]
+    assert await harness.used() == job.cost
+
+
+async def test_a_stopping_bot_lets_a_result_being_posted_finish_and_be_recorded(harness: Harness) -> None:
+    posting = asyncio.Event()
+    finish = asyncio.Event()
+
+    async def slow_upload(job: Job, delivery: Delivery) -> DeliveryReceipt:
+        posting.set()
+        await finish.wait()
+        return DeliveryReceipt(CHANNEL, 1000 + job.id)
+
+    harness.events.deliver_with = slow_upload
+    job = await harness.submit()
+    await asyncio.wait_for(posting.wait(), 5)
+    closing = asyncio.create_task(harness.service.close())
+    await asyncio.sleep(0.1)
+    assert not closing.done()  # waiting for the upload
+    finish.set()
+    await asyncio.wait_for(closing, 5)
+    assert (await harness.store.get_job(job.id)).state == "delivered"  # type: ignore[union-attr]
+
+
+async def test_a_stopping_bot_waits_for_a_stuck_upload_only_so_long(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs_module, "DELIVERY_GRACE_SECONDS", 0.2)
+    posting = asyncio.Event()
+
+    async def stuck_upload(job: Job, delivery: Delivery) -> DeliveryReceipt:
+        posting.set()
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    harness.events.deliver_with = stuck_upload
+    job = await harness.submit()
+    await asyncio.wait_for(posting.wait(), 5)
+    await asyncio.wait_for(harness.service.close(), 5)
+    # Left for the next start, which refunds it and says so.
+    assert (await harness.store.get_job(job.id)).state == "running"  # type: ignore[union-attr]
