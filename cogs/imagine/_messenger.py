@@ -42,6 +42,8 @@ QUEUED_STATUS_KEEP_AFTER = 5.0
 DEAD_TOKEN_CODES = {10015, 50027, 10062}
 # What a status edit shows ("queued", "generating", ...) and the fields of the edit.
 StatusEdit = tuple[str, dict[str, Any]]
+# One message of a result: its content (links), its embed, the images it carries.
+ResultMessage = tuple[str | None, discord.Embed | None, list[DeliverableImage]]
 
 
 def _requester_only(user_id: int) -> discord.AllowedMentions:
@@ -357,83 +359,128 @@ class JobMessenger:
             log.warning("job %s: could not post in the log channel %s: %s", job.id, settings.log_channel_id, error)
 
     async def _deliver_anywhere(self, job: Job, delivery: Delivery) -> DeliveryReceipt:
+        messages = _messages_for(job, delivery)
+        posted: list[int] = []  # ids of the messages posted so far, in order
         if self.token_usable(job):
             try:
-                return await self._deliver_on_token(job, delivery)
+                await self._deliver_on_token(job, delivery, messages, posted)
+                return DeliveryReceipt(job.channel_id, posted[0], tuple(posted[1:]))
             except discord.HTTPException as error:
                 if not _token_dead(error):
+                    if posted:
+                        await self._partly_delivered(job, len(posted), len(messages), error)
                     raise
+                self._note_refusal(job, error)
                 log.info("job %s: interaction token no longer works (%s); posting in the channel", job.id, error)
+        on_token = len(posted)
         try:
-            return await self._deliver_in_channel(job, delivery)
-        except (discord.Forbidden, discord.NotFound) as error:
+            await self._deliver_in_channel(job, delivery, messages[on_token:], posted)
+        except discord.HTTPException as error:
+            if posted:
+                await self._partly_delivered(job, len(posted), len(messages), error)
+            if not isinstance(error, (discord.Forbidden, discord.NotFound)):
+                raise
             log.warning("job %s: cannot post in channel %s: %s", job.id, job.channel_id, error)
-        await self.direct_message(
-            job,
-            f"Your /imagine request ({_render.describe(delivery.options)}) finished after Discord's 15-minute "
-            "window for answering it, and I may not post in that channel, so the images could not be delivered. "
-            f"You were not charged ({_render.credits_text(job.cost)} refunded).",
-        )
-        raise DeliveryFailed("interaction token expired and the channel refused the bot")
+            await self.direct_message(
+                job,
+                f"Your /imagine request ({_render.describe(delivery.options)}) finished after Discord's 15-minute "
+                "window for answering it, and I may not post in that channel, so the images could not be delivered. "
+                f"You were not charged ({_render.credits_text(job.cost)} refunded).",
+            )
+            raise DeliveryFailed("interaction token expired and the channel refused the bot") from error
+        if not on_token:
+            # The status message still shows "queued" or "generating": point it at the result.
+            link = _render.message_link(job.guild_id, job.channel_id, posted[0])
+            await self._settle_stale_status(job, _render.posted_in_channel_status(job, delivery.options, link))
+        return DeliveryReceipt(job.channel_id, posted[0], tuple(posted[1:]))
 
-    async def _deliver_on_token(self, job: Job, delivery: Delivery) -> DeliveryReceipt:
-        webhook = self.webhook(job)
-        first_id: int | None = None
-        extra_ids: list[int] = []
-        messages = _messages_for(job, delivery)
-        for number, (content, embed, images) in enumerate(messages):
-            files = _files(delivery, images)
-            view = result_view(job.id) if number == 0 else discord.utils.MISSING
-            if number == 0:
-                message = await self.edit_status(
-                    job, shows="delivered", content=content, embed=embed, attachments=files, view=view
-                )
-                first_id = message.id
+    async def _partly_delivered(self, job: Job, posted: int, parts: int, error: discord.HTTPException) -> None:
+        """Part of the result is up and the rest cannot follow: say so beside it (the result stays), then fail the
+        job, refunded: ``DeliveryFailed``. The member is not charged for images they did not all get."""
+        log.warning("job %s: %d of %d result messages posted, then: %s", job.id, posted, parts, error)
+        content = _render.partly_delivered_message(job, posted, parts, str(error))
+        try:
+            if self.token_usable(job):
+                await self.webhook(job).send(content, allowed_mentions=_render.NO_PINGS)
             else:
-                extra = await webhook.send(
+                await self._job_channel(job).send(content, allowed_mentions=_requester_only(job.user_id))
+        except discord.HTTPException:
+            await self.direct_message(job, content)
+        raise DeliveryFailed(f"only {posted} of {parts} result messages could be posted: {error}") from error
+
+    async def _deliver_on_token(
+        self, job: Job, delivery: Delivery, messages: list[ResultMessage], posted: list[int]
+    ) -> None:
+        """Post ``messages`` on the interaction: the first into the status message, the rest as followups."""
+        webhook = self.webhook(job)
+        for number, (content, embed, images) in enumerate(messages):
+            if number == 0:
+                view = result_view(job.id)
+                try:
+                    message = await self.edit_status(
+                        job,
+                        shows="delivered",
+                        content=content,
+                        embed=embed,
+                        attachments=_files(delivery, images),
+                        view=view,
+                    )
+                except discord.NotFound as error:
+                    if _token_dead(error):
+                        raise
+                    # The status message was deleted while the job ran (a moderator tidying up): post it anew.
+                    log.info("job %s: its status message is gone (%s); posting the result anew", job.id, error)
+                    message = await webhook.send(
+                        content=content or discord.utils.MISSING,
+                        embed=embed or discord.utils.MISSING,
+                        files=_files(delivery, images),
+                        view=view,
+                        wait=True,
+                        allowed_mentions=_render.NO_PINGS,
+                    )
+            else:
+                message = await webhook.send(
                     content=content or discord.utils.MISSING,
-                    embed=embed,
-                    files=files,
+                    embed=embed or discord.utils.MISSING,
+                    files=_files(delivery, images),
                     wait=True,
                     allowed_mentions=_render.NO_PINGS,
                 )
-                extra_ids.append(extra.id)
-        return DeliveryReceipt(job.channel_id, first_id, tuple(extra_ids))
+            posted.append(message.id)
 
-    async def _deliver_in_channel(self, job: Job, delivery: Delivery) -> DeliveryReceipt:
+    async def _deliver_in_channel(
+        self, job: Job, delivery: Delivery, messages: list[ResultMessage], posted: list[int]
+    ) -> None:
+        """Post ``messages`` in the job's channel, the first mentioning the requester (the only ping allowed)."""
         channel = self._job_channel(job)
-        ids: list[int] = []
-        for number, (content, embed, images) in enumerate(_messages_for(job, delivery)):
-            lead = f"<@{job.user_id}>, your images are ready." if number == 0 else ""
+        for number, (content, embed, images) in enumerate(messages):
+            first = number == 0
+            lead = ""
+            if first:
+                lead = f"<@{job.user_id}>, " + ("the rest of your images." if posted else "your images are ready.")
             text = "\n".join(part for part in (lead, content or "") if part)
             message = await channel.send(
                 content=text or None,
                 embed=embed,
                 files=_files(delivery, images),
-                view=result_view(job.id) if number == 0 else discord.utils.MISSING,
-                allowed_mentions=_requester_only(job.user_id) if number == 0 else _render.NO_PINGS,
+                view=result_view(job.id) if first and not posted else discord.utils.MISSING,
+                allowed_mentions=_requester_only(job.user_id) if first else _render.NO_PINGS,
             )
-            ids.append(message.id)
-        if ids:
-            link = _render.message_link(job.guild_id, job.channel_id, ids[0])
-            await self._settle_stale_status(job, _render.posted_in_channel_status(job, delivery.options, link))
-        return DeliveryReceipt(job.channel_id, ids[0] if ids else None, tuple(ids[1:]))
+            posted.append(message.id)
 
 
 def _token_dead(error: discord.HTTPException) -> bool:
     return error.code in DEAD_TOKEN_CODES or error.status == 401
 
 
-def _messages_for(
-    job: Job, delivery: Delivery
-) -> list[tuple[str | None, discord.Embed | None, list[DeliverableImage]]]:
+def _messages_for(job: Job, delivery: Delivery) -> list[ResultMessage]:
     """(content, embed, images) per message: links for images too large to upload go in the content.
 
     Links that do not fit one message's content (long presigned URLs) continue in messages of their own.
     """
     groups = delivery.groups or [[]]
     parts = len(groups)
-    out: list[tuple[str | None, discord.Embed | None, list[DeliverableImage]]] = []
+    out: list[ResultMessage] = []
     for number, images in enumerate(groups):
         chunks = _chunks(_render.link_lines(images).splitlines(), LINK_CONTENT_LIMIT)
         out.append((chunks[0] if chunks else None, _render.result_embed(job, delivery, number, parts), images))

@@ -141,6 +141,14 @@ def failure_message(job: Job, sentence: str) -> str:
     return f"⚠️ <@{job.user_id}>, your image could not be made. {sentence}\n-# You were not charged ({refund} refunded)."
 
 
+def partly_delivered_message(job: Job, posted: int, parts: int, error: str) -> str:
+    """Part of a result is posted and the rest could not follow; the job is refunded."""
+    return (
+        f"⚠️ Only part of your result could be posted ({posted} of {parts} messages; Discord said: "
+        f"{_clip(error, 200)}). You were not charged ({credits_text(job.cost)} refunded)."
+    )
+
+
 def interrupted_message(job: Job) -> str:
     """A job cut short by a restart."""
     return (

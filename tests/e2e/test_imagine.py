@@ -6,7 +6,7 @@ import io
 
 from PIL import Image
 
-from tests.e2e.harness import World, content_of, has_attachments, wait_until
+from tests.e2e.harness import World, button_id, content_of, has_attachments, wait_until
 
 LONG_PROMPT_UNIT = "**bold** _it_ `code` @everyone @here <@123456789012345678> <@&223456789012345678> ||spoiler|| "
 
@@ -137,6 +137,25 @@ async def test_rate_limit_delays_the_job_instead_of_failing_it(world: World) -> 
     interaction = await world.imagine(prompt="patience")
     await interaction.wait_for(has_attachments(1), timeout=30)
     assert len(world.onemin.requests) == 2  # the 429'd request, then the one that worked
+
+
+async def test_a_status_message_deleted_while_generating_gets_the_result_posted_anew(world: World) -> None:
+    world.onemin.latency = 2
+    await world.start_bot()
+    interaction = await world.imagine(prompt="a lighthouse", quality="low")
+    await wait_until(lambda: len(world.onemin.requests) == 1, timeout=10, what="the generation request")
+    await wait_until(
+        lambda: interaction.original is not None and "enerating" in (interaction.original.content or ""),
+        timeout=10,
+        what="the generating status",
+    )
+    world.discord.delete_message(interaction.original)  # a moderator tidies the channel up
+    await interaction.wait_for(has_attachments(1), timeout=30)
+    result = interaction.followups[0]
+    assert button_id(result, "Re-roll") and button_id(result, "Delete")
+    assert "not charged" not in content_of(interaction)
+    assert "9.75 credits left" in await world.quota_me()  # delivered, so charged
+    world.discord.protocol_errors[:] = [e for e in world.discord.protocol_errors if not e.startswith("10008")]
 
 
 async def test_an_image_over_the_upload_limit_is_reencoded_to_fit(world: World) -> None:
