@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from urllib.parse import urlsplit
 
-from imaginebot.credits import CreditsFormatError, QualityWeights, parse_credits
+from imaginebot.credits import CreditsFormatError, QualityWeights, parse_credits, parse_weight
 from imaginebot.limits import Limit
 from imaginebot.periods import Period, parse_period
 from imaginebot.store.url import parse_database_url
@@ -97,12 +96,9 @@ def _weight(env: Mapping[str, str], name: str, default: Fraction) -> Fraction:
     if value is None:
         return default
     try:
-        weight = Decimal(value)
-    except InvalidOperation:
-        raise ConfigError(name, f"must be a decimal number such as 0.25, got {value!r}") from None
-    if not weight.is_finite() or weight <= 0:
-        raise ConfigError(name, f"must be a number above 0, got {value!r}")
-    return Fraction(weight)
+        return parse_weight(value)
+    except ValueError as error:
+        raise ConfigError(name, str(error)) from None
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:

@@ -22,6 +22,7 @@ REFERENCE_PIXELS = 1024 * 1024
 MAX_CREDITS = 10**12
 # A weight this large would make a single request cost more than any limit anyone can set.
 MAX_WEIGHT = 1_000_000
+MAX_WEIGHT_PLACES = 6
 
 QUALITIES: tuple[str, ...] = ("low", "medium", "high")
 
@@ -38,16 +39,30 @@ class CreditsFormatError(ValueError):
         self.message = message
 
 
+def parse_weight(text: str) -> Fraction:
+    """A quality weight written as a decimal number, exactly; ValueError saying what is wrong otherwise.
+
+    At most ``MAX_WEIGHT_PLACES`` decimal places: "1e-5000000" would otherwise become a fraction with a
+    five-million-digit denominator (seconds to build, and to use in every request's cost).
+    """
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        raise ValueError(f"must be a number greater than 0, such as 0.25 or 4, not {text!r}") from None
+    if not value.is_finite() or value <= 0 or value > MAX_WEIGHT:
+        raise ValueError(f"must be a number greater than 0 and at most {MAX_WEIGHT}, not {text!r}")
+    if cast(int, value.as_tuple().exponent) < -MAX_WEIGHT_PLACES:
+        raise ValueError(f"may have at most {MAX_WEIGHT_PLACES} decimal places, not {text!r}")
+    return Fraction(value)
+
+
 def _parse_weight(name: str, text: str | None, default: Fraction) -> Fraction:
     if text is None or not text.strip():
         return default
     try:
-        value = Decimal(text.strip())
-    except InvalidOperation:
-        raise ValueError(f"{name} must be a number greater than 0, such as 0.25 or 4, not {text!r}") from None
-    if not value.is_finite() or value <= 0 or value > MAX_WEIGHT:
-        raise ValueError(f"{name} must be a number greater than 0 and at most {MAX_WEIGHT}, not {text!r}")
-    return Fraction(value)
+        return parse_weight(text)
+    except ValueError as error:
+        raise ValueError(f"{name} {error}") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,6 +53,9 @@ def test_missing_or_empty_required_variable_is_named(missing: str, value: str | 
         ("GLOBAL_BUDGET_PERIOD", "fortnight"),
         ("QUALITY_WEIGHT_HIGH", "0"),
         ("QUALITY_WEIGHT_LOW", "cheap"),
+        ("QUALITY_WEIGHT_HIGH", "1e16"),  # a request's cost would overflow the database's integers
+        ("QUALITY_WEIGHT_MEDIUM", "1e20000000"),  # refused at once, not after seconds of arithmetic
+        ("QUALITY_WEIGHT_LOW", "1e-5000000"),
         ("DISCORD_GUILD_ID", "my-server"),
         ("DATABASE_URL", "mysql://x"),
         ("ONEMIN_API_URL", "api.1min.ai"),

@@ -93,7 +93,7 @@ def test_quality_weights_are_read_exactly() -> None:
     assert (weights.low, weights.medium, weights.high) == (Fraction(1, 10), Fraction(3, 2), Fraction(3))
 
 
-@pytest.mark.parametrize("bad", ["0", "-1", "abc", "nan", "inf", "1,5", "2000000"])
+@pytest.mark.parametrize("bad", ["0", "-1", "abc", "nan", "inf", "1,5", "2000000", "1e-5000000", "0.0000001"])
 @pytest.mark.parametrize(
     ("position", "name"), [(0, "QUALITY_WEIGHT_LOW"), (1, "QUALITY_WEIGHT_MEDIUM"), (2, "QUALITY_WEIGHT_HIGH")]
 )
