@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 from yarl import URL
@@ -190,8 +190,9 @@ class GeneratorClient:
         return sources
 
     def asset_link(self, path: str) -> str:
-        """The asset host's URL for one resultObject path."""
-        return f"{self._asset_url}/{path.lstrip('/')}"
+        """The asset host's URL for one resultObject path (a storage key: spaces, "?", "#", "%" or any letter
+        in it are percent-encoded, so that the URL names that key)."""
+        return f"{self._asset_url}/{quote(path.lstrip('/'), safe='/')}"
 
     async def download(self, result: GenerationResult, *, in_memory: int = 0) -> list[DownloadedImage]:
         """Fetch every image of ``result`` to a temporary file, concurrently, in index order.

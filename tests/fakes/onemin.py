@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 from PIL import Image, ImageDraw
@@ -123,6 +124,9 @@ class FakeOneMin:
         # Seconds before an image download's answer starts, like S3's time to first byte.
         self.download_latency = download_latency
         self.noisy = False
+        # Words put into the asset paths as they are, like the real service's names made from the prompt
+        # ("..._001_japanese_garden.png"): a client must percent-encode them in a URL.
+        self.asset_label = ""
         self.report_credit: int | None = None
         self.requests: list[dict[str, Any]] = []
         self.rejected: list[str] = []
@@ -197,7 +201,7 @@ class FakeOneMin:
             "&X-Amz-SignedHeaders=host&x-amz-checksum-mode=ENABLED&x-id=GetObject"
         )
         asset.issued_queries.add(query)
-        return f"{self.base_url}/s3/{path}?{query}"
+        return f"{self.base_url}/s3/{quote(path, safe='/')}?{query}"
 
     # generation
 
@@ -245,7 +249,7 @@ class FakeOneMin:
         now = datetime.now(UTC)
         paths = []
         for index in range(count):
-            path = f"development/images/{now:%Y_%m_%d_%H_%M_%S}_{record_id}_{index}.{fmt}"
+            path = f"development/images/{now:%Y_%m_%d_%H_%M_%S}_{record_id}_{index}{self.asset_label}.{fmt}"
             self._assets[path] = _Asset(
                 width=width,
                 height=height,

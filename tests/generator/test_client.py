@@ -224,6 +224,17 @@ async def test_count_four_downloads_four_distinct_images_the_right_way(
     assert fake.rejected == []
 
 
+async def test_asset_paths_with_spaces_and_url_marks_are_fetched_by_their_own_name(
+    client: GeneratorClient, fake: FakeOneMin
+) -> None:
+    fake.asset_label = "_a café? #1 50%_off"
+    result = await client.generate(request(count=3))
+    images = await client.download(result)
+    assert all(image.ok for image in images), [image.error for image in images]
+    assert sorted(path for _, path, status in fake.download_routes if status == 200) == sorted(result.asset_paths)
+    assert images[1].source_url.endswith("_1_a%20caf%C3%A9%3F%20%231%2050%25_off.png")
+
+
 async def test_downloads_land_in_the_spool_dir_and_discard_removes_them(client: GeneratorClient, spool: Path) -> None:
     images = await client.download(await client.generate(request(count=2)))
     paths = [image.path for image in images]
