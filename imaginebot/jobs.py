@@ -9,7 +9,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
@@ -95,6 +95,10 @@ class Delivery:
     groups: list[list[DeliverableImage]]
     generation_seconds: float
     reported_credits: float | int | None
+    # Images that did not come (the generator sent fewer than asked, or one could be neither fetched nor linked)
+    # and the hundredths given back for them.
+    missing: int = 0
+    refunded: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,17 +343,20 @@ class JobService:
             left_files = any(image.path is not None for image in downloaded) or not all(
                 image.data is not None for image in fitted
             )
+            arrived = sum(1 for image in fitted if image.is_upload or image.link is not None)
             delivery = Delivery(
                 options=options,
                 groups=plan_messages(fitted),
                 generation_seconds=result.elapsed,
                 reported_credits=result.reported_credits,
+                missing=max(0, options.count - arrived),
+                refunded=self._refund_for_missing(job, options, arrived),
             )
             # A stopping bot lets this job finish posting and recording (close()), within a grace period.
             if (task := asyncio.current_task()) is not None:
                 self._delivering[job_id] = task
             receipt = await events.deliver(job, delivery)
-            if not await self._record_delivery(job, result, receipt):
+            if not await self._record_delivery(job, result, receipt, refund=delivery.refunded):
                 return  # on Discord but not recorded: logged; never settled as a failure
             await self._notify(events.on_delivered(job, delivery, receipt), job)
         except GeneratorError as error:
@@ -374,7 +381,16 @@ class JobService:
             if left_files:
                 await asyncio.to_thread(_remove_files, workdir, [image.path for image in downloaded])
 
-    async def _record_delivery(self, job: Job, result: GenerationResult, receipt: DeliveryReceipt) -> bool:
+    def _refund_for_missing(self, job: Job, options: ImagineOptions, arrived: int) -> int:
+        """What to give back when fewer than the asked images arrived: the cost less that of the ones that did."""
+        if arrived >= options.count:
+            return 0
+        kept = self.cost_of(replace(options, count=arrived)) if arrived else 0
+        return max(0, job.cost - kept)
+
+    async def _record_delivery(
+        self, job: Job, result: GenerationResult, receipt: DeliveryReceipt, *, refund: int = 0
+    ) -> bool:
         """Record a job whose images are on Discord as delivered; False if the store would not take it.
 
         Once the images are posted nothing may refund them or overwrite them with a failure: a store error here
@@ -391,6 +407,7 @@ class JobService:
                         reported_credits=result.reported_credits,
                         generator_record_id=result.record_id,
                         result_extra_message_ids=receipt.extra_message_ids,
+                        refund=refund,
                     )
                 )
                 break

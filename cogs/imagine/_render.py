@@ -95,10 +95,17 @@ def result_embed(job: Job, delivery: Delivery, part: int, parts: int) -> discord
     embed = discord.Embed(description=escaped_prompt(options.prompt), colour=discord.Colour.blurple())
     embed.add_field(name="Size", value=str(options.size))
     embed.add_field(name="Quality", value=options.quality)
-    embed.add_field(name="Cost", value=credits_text(job.cost))
+    embed.add_field(name="Cost", value=credits_text(job.cost - delivery.refunded))
     embed.add_field(name="Time", value=f"{delivery.generation_seconds:.0f} s")
     embed.add_field(name="Requested by", value=f"<@{job.user_id}>")
-    notes = [f"Image {image.index + 1}: {image.note}" for group in delivery.groups for image in group if image.note]
+    notes = []
+    if delivery.missing:
+        missing = "1 image" if delivery.missing == 1 else f"{delivery.missing} images"
+        notes.append(
+            f"{missing} of the {options.count} asked for did not come from the generator: "
+            f"{credits_text(delivery.refunded)} refunded."
+        )
+    notes += [f"Image {image.index + 1}: {image.note}" for group in delivery.groups for image in group if image.note]
     if notes and part == 0:
         embed.add_field(name="Notes", value=_clip("\n".join(notes), 1024), inline=False)
     if parts > 1:

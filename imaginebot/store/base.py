@@ -228,9 +228,11 @@ class Store(ABC):
         reported_credits: float | int | Decimal | None = None,
         generator_record_id: str | None = None,
         result_extra_message_ids: Sequence[int] = (),
+        refund: int = 0,
         now: datetime | None = None,
     ) -> bool:
-        """Mark a queued or running job delivered (its reservation is kept). False if it had already finished."""
+        """Mark a queued or running job delivered (its reservation is kept, less ``refund`` hundredths given back
+        in the same transaction: images that never came). False if it had already finished."""
 
     @abstractmethod
     async def fail_job(

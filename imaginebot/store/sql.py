@@ -582,28 +582,37 @@ class SqlStore(Store):
         reported_credits: float | int | Decimal | None = None,
         generator_record_id: str | None = None,
         result_extra_message_ids: Sequence[int] = (),
+        refund: int = 0,
         now: datetime | None = None,
     ) -> bool:
-        (updated,) = await self._atomically(  # one atomic UPDATE, like mark_running
-            urgent=True,
-            statements=[
-                Statement(
-                    "UPDATE jobs SET state = 'delivered', finished_at = $2, result_channel_id = $3, "
-                    "result_message_id = $4, reported_credits = COALESCE($5, reported_credits), "
-                    "generator_record_id = COALESCE($6, generator_record_id), result_extra_message_ids = $7 "
-                    f"WHERE id = $1 AND state IN ({_PENDING}) RETURNING id",
-                    (
-                        job_id,
-                        _moment(now),
-                        result_channel_id,
-                        result_message_id,
-                        _reported(reported_credits),
-                        generator_record_id,
-                        json.dumps([int(message_id) for message_id in result_extra_message_ids]),
-                    ),
-                )
-            ],
+        if refund < 0:
+            raise ValueError(f"a refund is a positive number of hundredths, not {refund}")
+        now = _moment(now)
+        deliver = Statement(
+            "UPDATE jobs SET state = 'delivered', finished_at = $2, result_channel_id = $3, "
+            "result_message_id = $4, reported_credits = COALESCE($5, reported_credits), "
+            "generator_record_id = COALESCE($6, generator_record_id), result_extra_message_ids = $7 "
+            f"WHERE id = $1 AND state IN ({_PENDING}) RETURNING guild_id, user_id, created_at",
+            (
+                job_id,
+                now,
+                result_channel_id,
+                result_message_id,
+                _reported(reported_credits),
+                generator_record_id,
+                json.dumps([int(message_id) for message_id in result_extra_message_ids]),
+            ),
         )
+        if refund:  # rare (the generator sent fewer images than asked): the refund's ledger row goes with it
+            async with self._transaction() as conn:
+                row = await conn.fetchrow(deliver.query, *deliver.args)
+                if row is not None:
+                    charged_at = _time(row["created_at"])
+                    entry = _NewEntry(row["guild_id"], row["user_id"], job_id, -refund, "refund", charged_at, now, None)
+                    await _add_to_ledger(conn, [entry])
+            updated: Any = row is not None
+        else:
+            (updated,) = await self._atomically([deliver], urgent=True)  # one atomic UPDATE, like mark_running
         if not updated:
             log.warning("job %s was not delivered: it had already finished or does not exist", job_id)
         return bool(updated)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import discord
 import pytest
 
+from cogs.imagine import _render
 from cogs.imagine._messenger import JobMessenger
 from imaginebot.delivery import DeliverableImage
 from imaginebot.jobs import Delivery, DeliveryFailed
@@ -156,3 +158,14 @@ async def test_a_result_cut_short_is_refunded_and_said_beside_the_part_that_is_u
     notice = messenger.dms[-1] if told_in == "dm" else messenger.calls[-1][1]["content"]
     assert "Only part of your result" in notice and "not charged" in notice
     assert messenger.settled == []
+
+
+def test_the_result_says_which_images_did_not_come_and_charges_only_the_rest() -> None:
+    job = a_job()  # 3 images asked for, 3 credits reserved
+    delivery = dataclasses.replace(
+        a_delivery(job, 1), options=resolve_options(prompt="three heavy images", count=3), missing=2, refunded=200
+    )
+    embed = _render.result_embed(job, delivery, 0, 1).to_dict()
+    fields = {field["name"]: field["value"] for field in embed["fields"]}
+    assert fields["Cost"] == "1 credit"
+    assert fields["Notes"] == "2 images of the 3 asked for did not come from the generator: 2 credits refunded."

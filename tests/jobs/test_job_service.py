@@ -30,6 +30,7 @@ class StubGenerator:
     def __init__(self) -> None:
         self.posts = 0
         self.errors: list[Exception] = []
+        self.short_by = 0  # images fewer than asked for in each answer
 
     async def generate(self, request: Any) -> GenerationResult:
         self.posts += 1
@@ -37,7 +38,7 @@ class StubGenerator:
             raise self.errors.pop(0)
         return GenerationResult(
             record_id=f"record-{self.posts}",
-            asset_paths=[f"image-{index}.png" for index in range(request.count)],
+            asset_paths=[f"image-{index}.png" for index in range(request.count - self.short_by)],
             temporary_url=None,
             reported_credits=None,
             elapsed=1.0,
@@ -85,7 +86,7 @@ class RecordedEvents:
         self.seen.append(("interrupted", job.id))
 
     async def deliver(self, job: Job, delivery: Delivery) -> DeliveryReceipt:
-        self.seen.append(("deliver", sum(len(group) for group in delivery.groups)))
+        self.seen.append(("deliver", delivery))
         if self.deliver_with is not None:
             return await self.deliver_with(job, delivery)
         return DeliveryReceipt(CHANNEL, 1000 + job.id)
@@ -289,3 +290,22 @@ async def test_a_stopping_bot_waits_for_a_stuck_upload_only_so_long(
     await asyncio.wait_for(harness.service.close(), 5)
     # Left for the next start, which refunds it and says so.
     assert (await harness.store.get_job(job.id)).state == "running"  # type: ignore[union-attr]
+
+
+async def test_images_the_generator_did_not_send_are_refunded_at_their_share(harness: Harness) -> None:
+    harness.generator.short_by = 3
+    job = await harness.submit(count=4)
+    assert job.cost == 400
+    assert (await harness.settled(job)).state == "delivered"
+    [delivery] = [value for kind, value in harness.events.seen if kind == "deliver"]
+    assert (delivery.missing, delivery.refunded) == (3, 300)
+    assert sum(len(group) for group in delivery.groups) == 1
+    assert await harness.used() == 100
+
+
+async def test_a_full_result_refunds_nothing(harness: Harness) -> None:
+    job = await harness.submit(count=2)
+    assert (await harness.settled(job)).state == "delivered"
+    [delivery] = [value for kind, value in harness.events.seen if kind == "deliver"]
+    assert (delivery.missing, delivery.refunded) == (0, 0)
+    assert await harness.used() == job.cost

@@ -178,6 +178,22 @@ async def test_delivered_job_is_kept_and_cannot_be_refunded(store: Store, new_jo
     assert await store.usage(guild_id=GUILD, user_id=USER, period="day", now=NOW) == 300
 
 
+async def test_a_delivery_short_of_images_gives_back_their_share_once(store: Store, new_job: NewJobFactory) -> None:
+    yesterday = NOW - timedelta(days=1)
+    job_id = await reserved(store, new_job(cost=400), [server(10_000), everyone(10_000)], now=yesterday)
+    assert await store.mark_delivered(job_id, result_channel_id=77, result_message_id=88, refund=300, now=NOW)
+    assert not await store.mark_delivered(job_id, result_channel_id=77, result_message_id=88, refund=300, now=NOW)
+    assert not await store.fail_job(job_id, state="failed", error="late", now=NOW)
+
+    entries = await store.ledger(guild_id=GUILD, since=yesterday - timedelta(days=1), until=NOW + timedelta(days=1))
+    assert [(e.reason, e.amount) for e in entries] == [("reserve", 400), ("refund", -300)]
+    assert entries[1].charged_at == yesterday  # given back to the period it was charged in
+    assert await store.usage(guild_id=GUILD, user_id=USER, period="day", now=yesterday) == 100
+    assert await store.usage(guild_id=GUILD, user_id=None, period="day", now=yesterday, scope="server") == 100
+    job = await store.get_job(job_id)
+    assert job is not None and (job.state, job.result_message_id) == ("delivered", 88)
+
+
 async def test_a_split_results_other_messages_are_kept(store: Store, new_job: NewJobFactory) -> None:
     job_id = await reserved(store, new_job(), [])
     big = 1_234_567_890_123_456_789  # snowflakes need 64 bits
