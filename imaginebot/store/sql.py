@@ -882,22 +882,43 @@ class SqlStore(Store):
     ) -> int:
         now = _moment(now)
         start, end = period_bounds(period, now)
-        params = _Params()
-        used_query = _usage_query(params, "member", guild_id, user_id, start, end)
-        pending_query = (
-            f"(SELECT COALESCE(SUM(cost), 0) FROM jobs WHERE guild_id = {params(guild_id)} "
-            f"AND user_id = {params(user_id)} AND created_at >= {params(start)} AND created_at < {params(end)} "
-            f"AND state IN ({_PENDING}))"
-        )
         async with self._transaction() as conn:
             await self._lock_guild(conn, guild_id, everyone=False)
-            row = await conn.fetchrow(f"SELECT {used_query}, {pending_query}", *params.values)
-            used, pending = int(row[0]), int(row[1])
+            days = await conn.fetch(
+                "SELECT day, amount FROM usage_daily WHERE scope = 'member' AND guild_id = $1 AND user_id = $2 "
+                "AND day >= $3 AND day < $4",
+                guild_id,
+                user_id,
+                start,
+                end,
+            )
+            jobs = await conn.fetch(
+                "SELECT created_at, cost FROM jobs WHERE guild_id = $1 AND user_id = $2 AND created_at >= $3 "
+                f"AND created_at < $4 AND state IN ({_PENDING})",
+                guild_id,
+                user_id,
+                start,
+                end,
+            )
             # Queued and running jobs keep their reservation: they are refunded when they fail, and giving
             # it back here too would refund the same credits twice.
-            given = max(0, used - pending)
-            if given:
-                await _add_to_ledger(conn, [_NewEntry(guild_id, user_id, None, -given, "reset", now, now, actor_id)])
+            pending: dict[datetime, int] = {}
+            for job in jobs:
+                day = day_start(_time(job["created_at"]))
+                pending[day] = pending.get(day, 0) + int(job["cost"])
+            # Given back day by day, each in its own day: no day's usage goes below zero, so a member whose
+            # limit later becomes daily cannot find a day with more credits than the limit.
+            entries = []
+            used = 0
+            for row in days:
+                day, amount = _time(row["day"]), int(row["amount"])
+                used += amount
+                if (give := amount - pending.get(day, 0)) > 0:
+                    charged_at = now if day == day_start(now) else day  # an earlier day's share: at its start
+                    entries.append(_NewEntry(guild_id, user_id, None, -give, "reset", charged_at, now, actor_id))
+            given = -sum(entry.amount for entry in entries)
+            if entries:
+                await _add_to_ledger(conn, entries)
             await self._audit(
                 conn,
                 guild_id=guild_id,

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from imaginebot.limits import Limit
 from imaginebot.periods import period_bounds
-from imaginebot.store import BudgetCheck, GuildSettings, NewJob, Reserved, Store
+from imaginebot.store import BudgetCheck, GuildSettings, NewJob, Refused, Reserved, Store
 from tests.store.conftest import GUILD, MOD, NOW, OTHER_GUILD, OTHER_USER, USER
 
 NewJobFactory = Callable[..., NewJob]
@@ -216,6 +216,27 @@ async def test_reset_gives_the_member_their_usage_back_but_not_the_server_budget
         {"period": "day", "used": 800},
         {"period": "day", "used": 0},
     )
+
+
+async def test_a_weeks_reset_gives_each_day_back_its_own_usage_so_no_day_goes_below_zero(
+    store: Store, new_job: NewJobFactory
+) -> None:
+    monday = datetime(2026, 11, 23, 10, tzinfo=UTC)
+    tuesday = monday + timedelta(days=1)
+    weekly = [BudgetCheck("member", Limit(1000, "week"))]
+    result = await store.reserve(new_job(cost=1000), weekly, now=monday)
+    assert isinstance(result, Reserved)
+    await store.mark_delivered(result.job.id, result_channel_id=1, result_message_id=2, now=monday)
+
+    assert await store.reset_member_usage(GUILD, USER, "week", actor_id=MOD, now=tuesday) == 1000
+
+    assert await store.usage(guild_id=GUILD, user_id=USER, period="week", now=tuesday) == 0
+    # The member's limit becomes daily: Tuesday has nothing used, not -1000 (which would allow 20 credits today).
+    assert await store.usage(guild_id=GUILD, user_id=USER, period="day", now=tuesday) == 0
+    assert await store.usage(guild_id=GUILD, user_id=USER, period="day", now=monday) == 0
+    daily = [BudgetCheck("member", Limit(1000, "day"))]
+    assert isinstance(await store.reserve(new_job(cost=1000), daily, now=tuesday), Reserved)
+    assert isinstance(await store.reserve(new_job(cost=100), daily, now=tuesday), Refused)
 
 
 async def test_reset_leaves_jobs_in_flight_reserved_so_nothing_is_refunded_twice(
