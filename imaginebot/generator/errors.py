@@ -220,6 +220,8 @@ def _error_from_2xx(
     status: int, content_type: str | None, body: bytes, is_json: bool, parsed: bool, data: Any
 ) -> GeneratorError | None:
     if not is_json:
+        if _is_generation(body):  # mislabelled (a proxy's text/plain, say), but a result paid for: keep it
+            return None
         return ServerError(
             f"HTTP {status} with Content-Type {content_type!r} instead of JSON: {_snippet(content_type, body)}",
             status=status,
@@ -244,6 +246,19 @@ def _error_from_2xx(
             f"HTTP {status} with an unexpected body: {exc}" + (f" (message: {message})" if message else ""), **kwargs
         )
     return None
+
+
+def _is_generation(body: bytes) -> bool:
+    """Whether ``body`` is, whatever its Content-Type, a successful generation's JSON."""
+    try:
+        data = json.loads(body)
+        record = data.get("aiRecord") if isinstance(data, Mapping) else None
+        if not isinstance(record, Mapping) or record.get("status") not in (None, "SUCCESS"):
+            return False
+        GenerationResult.from_json(data)
+    except (ValueError, UnicodeDecodeError, MalformedResult):
+        return False
+    return True
 
 
 def _failed_record(status: int, record: Mapping[str, Any], data: Mapping[str, Any]) -> GeneratorError:

@@ -667,6 +667,15 @@ def test_json_is_not_parsed_when_content_type_says_otherwise() -> None:
     assert type(error_from_response(400, None, payload, {})) is BadRequest
 
 
+@pytest.mark.parametrize("content_type", ["text/plain", "text/html; charset=utf-8", None])
+def test_a_successful_generation_under_the_wrong_content_type_is_kept(content_type: str | None) -> None:
+    # Paid for at the generator: a proxy's label must not throw the images away.
+    assert error_from_response(200, content_type, body(success_body()), {}) is None
+    failed = success_body(status="FAILED", errorMessage="no")
+    assert type(error_from_response(200, content_type, body(failed), {})) is ServerError
+    assert type(error_from_response(200, content_type, b"<html>ok</html>", {})) is ServerError
+
+
 def test_bad_request_quotes_the_generator() -> None:
     error = error_from_response(400, JSON, body({"errorCode": "UNSUPPORTED_MODEL", "message": "Model x gone"}), {})
     assert error is not None
