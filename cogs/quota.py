@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
+import gzip
 import io
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
@@ -16,6 +19,7 @@ from cogs.members import moderators_only, role_ids, role_mention
 from imaginebot.credits import CreditsFormatError, credits_text, format_credits, parse_credits
 from imaginebot.limits import Limit, ResolvedLimit
 from imaginebot.periods import Period, discord_timestamp, period_bounds
+from imaginebot.store import LedgerEntry
 
 if TYPE_CHECKING:
     from bot import ImagineBot
@@ -226,6 +230,8 @@ class Quota(commands.GroupCog, group_name="quota"):
     async def report(self, interaction: Interaction, period: PeriodChoice = "day") -> None:
         """Top members and totals for the current period, with the period's ledger as CSV (moderators)."""
         assert interaction.guild_id is not None
+        # A month of a busy server is a large query and file: answer within Discord's 3 s first.
+        await interaction.response.defer(ephemeral=True, thinking=True)
         start, end = period_bounds(period, datetime.now(UTC))
         store = self.bot.store
         rows = await store.ledger(guild_id=interaction.guild_id, since=start, until=end)
@@ -236,23 +242,39 @@ class Quota(commands.GroupCog, group_name="quota"):
             lines.append(f"{rank}. <@{user_id}>: {credits_text(used)}")
         if not top:
             lines.append("Nobody has generated anything yet.")
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(["time", "member_id", "job_id", "credits", "reason", "charged_at", "actor_id"])
-        for entry in rows:
-            writer.writerow(
-                [
-                    entry.created_at.isoformat(),
-                    entry.user_id,
-                    entry.job_id or "",
-                    format_credits(entry.amount),
-                    entry.reason,
-                    entry.charged_at.isoformat(),
-                    entry.actor_id or "",
-                ]
-            )
-        file = discord.File(io.BytesIO(buffer.getvalue().encode()), filename=f"quota-{period}-{start:%Y-%m-%d}.csv")
-        await say(interaction, "\n".join(lines), file=file)
+        name = f"quota-{period}-{start:%Y-%m-%d}.csv"
+        data, name = await asyncio.to_thread(ledger_file, rows, name, interaction.filesize_limit)
+        if data is None:
+            lines.append(f"The ledger ({len(rows)} entries) is too large to attach here, even compressed.")
+        file = discord.File(io.BytesIO(data), filename=name) if data is not None else discord.utils.MISSING
+        await interaction.followup.send("\n".join(lines), file=file, ephemeral=True, allowed_mentions=NO_PINGS)
+
+
+def ledger_file(rows: Sequence[LedgerEntry], name: str, size_limit: int) -> tuple[bytes | None, str]:
+    """The ledger as CSV (header row included), gzipped if it is over ``size_limit`` bytes; None if even that is.
+
+    Runs in a thread: a month of a busy server is hundreds of thousands of rows.
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["time", "member_id", "job_id", "credits", "reason", "charged_at", "actor_id"])
+    for entry in rows:
+        writer.writerow(
+            [
+                entry.created_at.isoformat(),
+                entry.user_id,
+                entry.job_id or "",
+                format_credits(entry.amount),
+                entry.reason,
+                entry.charged_at.isoformat(),
+                entry.actor_id or "",
+            ]
+        )
+    data = buffer.getvalue().encode()
+    if len(data) <= size_limit:
+        return data, name
+    packed = gzip.compress(data)
+    return (packed if len(packed) <= size_limit else None), name + ".gz"
 
 
 async def setup(bot: ImagineBot) -> None:

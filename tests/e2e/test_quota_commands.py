@@ -245,8 +245,12 @@ async def test_report_totals_and_its_csv_ledger(world: World) -> None:
     await failed.wait_for(lambda i: any("not charged" in (m.content or "") for m in i.messages), timeout=30)
     await say(world, mod, "quota", "reset", member=bob)
 
-    interaction = await run(world, mod, "quota", "report")
-    text = interaction.callbacks[0]["data"]["content"]
+    interaction = await world.discord.invoke(mod, world.channel, "quota", subcommand="report")
+    callback = await interaction.wait_for_callback(timeout=3)
+    assert callback["type"] == 5 and callback["data"]["flags"] & 64, callback  # deferred, ephemerally
+    await interaction.wait_for(lambda i: i.original is not None and bool(i.original.attachments), timeout=10)
+    assert interaction.original is not None and not interaction.original.mentions_would_ping
+    text = interaction.original.content or ""
     lines = text.splitlines()
     assert "3.25 credits spent" in lines[0], text  # the refund cancels the failed job; a reset spends nothing back
     assert lines[1] == f"1. {alice.mention}: 2.25 credits", text
