@@ -2,8 +2,11 @@
 
 "kraken" matches "KRAKEN!" and "the kraken's lair" but not "Krakenberg"; "red panda" matches "Red  Panda" with any
 whitespace between the words. Letters and digits of every script count as word characters, so "café" does not
-match inside "cafés". An entry must not touch a letter, digit or underscore on either side, whatever characters it
-is made of ("c++" matches "I like C++." but not "abc++").
+match inside "cafés". An entry must not touch a letter or digit on either side, whatever characters it is made of
+("c++" matches "I like C++." but not "abc++"). An underscore separates words like a space (markdown italics, snake
+case): "kraken" matches "_kraken_", and "red panda" matches "red_panda".
+
+Entries are separated by commas, full-width and ideographic ones too ("，", "、"), as other keyboards type them.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ MAX_ENTRY_LENGTH = 100
 # Invisible characters someone could slip inside a word to get it past the list (soft hyphen, zero-width spaces and
 # joiners, direction marks, word joiner, byte-order mark).
 _INVISIBLE = re.compile("[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
+# Commas as a moderator may type them: ASCII, full-width, ideographic, and their small forms.
+_SEPARATORS = re.compile("[,\uff0c\u3001\ufe50\ufe51]")
 
 
 class WordListError(ValueError):
@@ -36,7 +41,8 @@ def normalize_text(text: str) -> str:
     text = _INVISIBLE.sub("", text)
     folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
     # Case folding turns the capital dotted İ into "i" plus a combining dot; drop the dot so İstanbul is istanbul.
-    return folded.replace("i\u0307", "i")
+    # An underscore separates words, as a space does (see the module's docstring).
+    return folded.replace("i\u0307", "i").replace("_", " ")
 
 
 def _normalize_entry(entry: str) -> str:
@@ -50,7 +56,7 @@ def parse_word_list(text: str) -> list[str]:
     repeats are dropped. Raises WordListError when an entry is longer than 100 characters.
     """
     entries: list[str] = []
-    for part in text.split(","):
+    for part in _SEPARATORS.split(text):
         entry = _normalize_entry(part)
         if not entry or entry in entries:
             continue
