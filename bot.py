@@ -9,6 +9,7 @@ import json
 import logging
 import logging.handlers
 import queue
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -138,8 +139,13 @@ class ImagineBot(commands.Bot):
             await self.store.close()
 
 
+# An interaction's token in a Discord URL (/webhooks/{application}/{token}, /interactions/{id}/{token}/callback):
+# for 15 minutes it lets anyone edit or post the bot's answers. aiohttp puts the URL in a failed connection's error.
+_INTERACTION_TOKEN_IN_URL = re.compile(r"(/(?:webhooks|interactions)/\d+/)[^/?#\s'\"]+")
+
+
 class RedactSecrets(logging.Filter):
-    """Replace the token and the API key wherever they would appear in a log line."""
+    """Replace the token, the API key and interaction tokens wherever they would appear in a log line."""
 
     def __init__(self, *secrets: str) -> None:
         super().__init__()
@@ -148,10 +154,11 @@ class RedactSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         """Rewrite the record's message with the secrets masked."""
         message = record.getMessage()
-        if any(secret in message for secret in self.secrets):
+        masked = _INTERACTION_TOKEN_IN_URL.sub(r"\1[redacted]", message)
+        if masked != message or any(secret in masked for secret in self.secrets):
             for secret in self.secrets:
-                message = message.replace(secret, "[redacted]")
-            record.msg, record.args = message, None
+                masked = masked.replace(secret, "[redacted]")
+            record.msg, record.args = masked, None
         return True
 
 

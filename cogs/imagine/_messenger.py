@@ -146,6 +146,8 @@ class JobMessenger:
                 await self.edit_status(job, shows=shows, **fields)
             except discord.HTTPException as error:
                 log.info("job %s: status edit refused by Discord: %s", job.id, error)
+            except Exception as error:  # a broken connection: the next edit, or the result, will try again
+                log.warning("job %s: status edit failed: %s", job.id, type(error).__name__)
 
         return self._background(guarded())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+import aiohttp
 import discord
 
 from cogs.imagine import _render
@@ -84,14 +85,17 @@ async def accept(interaction: discord.Interaction[ImagineBot], options: ImagineO
     fields = bot.messenger.first_response(job, options, outcome.position)
     try:
         response = await interaction.response.send_message(**fields)
-    except discord.HTTPException as error:
-        if await bot.jobs.abandon(job, f"Discord refused the first response: {error}"):
+    except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as error:
+        # A connection that broke or timed out is as good as a refusal: the member may have seen nothing, and the
+        # error must not reach the command's error handler, which would say nothing was charged.
+        reason = error if isinstance(error, discord.HTTPException) else type(error).__name__  # its text has the URL
+        if await bot.jobs.abandon(job, f"Discord refused the first response: {reason}"):
             bot.messenger.forget(job.id)  # refunded and never run: nothing more will be shown
             return
         # Already at the generator, so already paid for: the result goes to the channel with a mention.
         bot.messenger.token_refused(job)
         log.warning(
-            "job %s: Discord refused the first response (%s); it runs on and is posted in the channel", job.id, error
+            "job %s: Discord refused the first response (%s); it runs on and is posted in the channel", job.id, reason
         )
     else:
         bot.messenger.status_posted(job, response.message_id, queued=outcome.position is not None)
