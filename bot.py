@@ -14,6 +14,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import discord
@@ -65,7 +66,10 @@ class ImagineBot(commands.Bot):
         connector = aiohttp.TCPConnector(limit=max(100, settings.max_concurrent_jobs * 4))
         self.session = aiohttp.ClientSession(connector=connector)
         self.store = open_store(settings.database_url)
-        await self.store.open()
+        try:
+            await self.store.open()
+        except Exception as error:  # a path it may not write, a server it cannot reach, a password refused ...
+            raise DatabaseUnavailable(settings.database_url, error) from error
         self.generator = GeneratorClient(
             self.session,
             api_key=settings.onemin_api_key,
@@ -142,6 +146,17 @@ class ImagineBot(commands.Bot):
 # An interaction's token in a Discord URL (/webhooks/{application}/{token}, /interactions/{id}/{token}/callback):
 # for 15 minutes it lets anyone edit or post the bot's answers. aiohttp puts the URL in a failed connection's error.
 _INTERACTION_TOKEN_IN_URL = re.compile(r"(/(?:webhooks|interactions)/\d+/)[^/?#\s'\"]+")
+
+
+class DatabaseUnavailable(Exception):
+    """The store could not be opened at start: said in one line, naming DATABASE_URL, its password masked."""
+
+    def __init__(self, database_url: str, error: Exception) -> None:
+        text = f"{type(error).__name__}: {error}".splitlines()[0] if str(error) else type(error).__name__
+        password = urlsplit(database_url).password if "://" in database_url else None
+        if password:
+            text = text.replace(password, "***")
+        super().__init__(f"DATABASE_URL: the database could not be opened ({text})")
 
 
 class RedactSecrets(logging.Filter):
@@ -242,14 +257,20 @@ def main() -> int:
         return 2
     listener = setup_logging(settings)
     point_discord_at(settings)
+    unavailable: DatabaseUnavailable | None = None
     try:
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             runner.run(run(ImagineBot(settings), settings.discord_token))
     except discord.LoginFailure:
         log.error("Discord refused the bot token (DISCORD_TOKEN); check it in the developer portal")
         return 1
+    except DatabaseUnavailable as error:
+        unavailable = error
     finally:
         listener.stop()
+    if unavailable is not None:  # after the log lines so far, on a line of its own
+        print(f"Cannot start: {unavailable}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -52,9 +52,17 @@ def _get(env: Mapping[str, str], name: str) -> str | None:
 
 def _url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ...]) -> str:
     value = _get(env, name) or default
-    parts = urlsplit(value)
+    problem = f"must be a {' or '.join(schemes)} URL, got {value!r}"
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # a port that is not a number in range raises ValueError
+    except ValueError:
+        raise ConfigError(name, problem + " (its host or port cannot be read)") from None
     if parts.scheme not in schemes or not parts.netloc:
-        raise ConfigError(name, f"must be a {' or '.join(schemes)} URL, got {value!r}")
+        raise ConfigError(name, problem)
+    if parts.query or parts.fragment:
+        # Paths are appended to it ("/api/features"): a query would end up in the middle.
+        raise ConfigError(name, problem + " without a query string or fragment")
     return value.rstrip("/")
 
 
@@ -114,7 +122,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     guild_text = _get(env, "DISCORD_GUILD_ID")
     guild_id = None
     if guild_text is not None:
-        if not guild_text.isdigit() or int(guild_text) <= 0:
+        if not guild_text.isascii() or not guild_text.isdigit() or int(guild_text) <= 0:  # not "²"
             raise ConfigError("DISCORD_GUILD_ID", f"must be a server id (digits), got {guild_text!r}")
         guild_id = int(guild_text)
 
@@ -122,7 +130,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     try:
         parse_database_url(database_url)
     except ValueError as error:
-        raise ConfigError("DATABASE_URL", str(error)) from None
+        raise ConfigError("DATABASE_URL", str(error).removeprefix("DATABASE_URL").lstrip(": ")) from None
 
     default_weights = QualityWeights()
     quality_weights = QualityWeights(

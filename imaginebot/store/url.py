@@ -55,6 +55,9 @@ def parse_database_url(url: str, *, cwd: Path | None = None) -> SqliteLocation |
             _ = urlsplit(dsn).port  # raises ValueError for a port that is not a number in range
         except ValueError:
             raise ValueError("DATABASE_URL is a postgresql:// URL with an invalid host or port") from None
+        if urlsplit(dsn).netloc.count("@") > 1:
+            # asyncpg splits at the first "@", urlsplit at the last: they would disagree on host and password.
+            raise ValueError("DATABASE_URL has more than one '@': write an '@' in the user name or password as %40")
         return PostgresLocation(dsn)
     raise ValueError(f"DATABASE_URL must look like {_FORMS}, not a {scheme or 'scheme-less'}:// URL")
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
+
 import pytest
 
+from tests.botenv import REPO
 from tests.e2e.harness import World, button_id, content_of, has_attachments
 from tests.fakes.discord import InvalidCommandInput
 
@@ -114,3 +118,15 @@ async def test_large_images_that_each_fit_are_split_across_messages_under_the_re
     click = await world.discord.click(world.member, world.channel, first, button_id(first, "Delete"))
     await click.wait_for_callback(timeout=3)
     await world.discord.wait_for(lambda: all(m.deleted for m in messages), timeout=10, what="every part deleted")
+
+
+async def test_a_database_that_cannot_be_opened_stops_the_bot_with_one_line_naming_it(world: World) -> None:
+    env = world.env(DATABASE_URL="sqlite:////proc/imagine.db")  # logs in to the fake, then cannot create the file
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "bot.py", cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 2
+    last = stderr.decode().strip().splitlines()[-1]
+    assert last.startswith("Cannot start: DATABASE_URL: the database could not be opened ("), last
+    assert "Traceback" not in stderr.decode()
