@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Literal
 
@@ -31,7 +32,13 @@ class Settings(commands.GroupCog, group_name="settings"):
 
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
+        self._list_locks: dict[int, asyncio.Lock] = {}
         super().__init__()
+
+    def _editing_list(self, guild_id: int) -> asyncio.Lock:
+        """Held while a server's blocked list is read, changed and written: two moderators blocking words at
+        once must not each write back the list without the other's words (one bot process per database)."""
+        return self._list_locks.setdefault(guild_id, asyncio.Lock())
 
     async def _update(self, interaction: Interaction, action: str, **changes: object) -> None:
         assert interaction.guild_id is not None
@@ -147,12 +154,13 @@ class Settings(commands.GroupCog, group_name="settings"):
         if not new:
             await say(interaction, "Give one or more words or phrases, separated by commas.")
             return
-        current = (await self.bot.policy.settings(interaction.guild_id)).blocked_words
-        merged = tuple(dict.fromkeys([*current, *new]))
-        if len(merged) > MAX_BLOCKED_ENTRIES:
-            await say(interaction, f"A server may block at most {MAX_BLOCKED_ENTRIES} words or phrases.")
-            return
-        await self._update(interaction, "settings.block", blocked_words=merged)
+        async with self._editing_list(interaction.guild_id):
+            current = (await self.bot.policy.settings(interaction.guild_id)).blocked_words
+            merged = tuple(dict.fromkeys([*current, *new]))
+            if len(merged) > MAX_BLOCKED_ENTRIES:
+                await say(interaction, f"A server may block at most {MAX_BLOCKED_ENTRIES} words or phrases.")
+                return
+            await self._update(interaction, "settings.block", blocked_words=merged)
         added = len(merged) - len(current)
         await say(interaction, f"Blocked {added} new word(s) or phrase(s); {len(merged)} in all.")
 
@@ -167,9 +175,10 @@ class Settings(commands.GroupCog, group_name="settings"):
         except WordListError as error:
             await say(interaction, error.message)
             return
-        current = (await self.bot.policy.settings(interaction.guild_id)).blocked_words
-        kept = tuple(word for word in current if word not in remove)
-        await self._update(interaction, "settings.unblock", blocked_words=kept)
+        async with self._editing_list(interaction.guild_id):
+            current = (await self.bot.policy.settings(interaction.guild_id)).blocked_words
+            kept = tuple(word for word in current if word not in remove)
+            await self._update(interaction, "settings.unblock", blocked_words=kept)
         await say(interaction, f"Unblocked {len(current) - len(kept)}; {len(kept)} still blocked.")
 
     @app_commands.command(name="log-channel")

@@ -21,21 +21,28 @@ class Policy:
         self._settings: dict[int, GuildSettings] = {}
         # A server's member limits, loaded with one query the first time one of its members asks.
         self._member_limits: dict[int, dict[int, Limit]] = {}
+        # Bumped by ``forget``: a read that began before a change and ends after it must not be cached (a pooled
+        # PostgreSQL connection can return the old row after the change was committed on another).
+        self._generation: dict[int, int] = {}
 
     async def settings(self, guild_id: int) -> GuildSettings:
         """The server's settings (cached)."""
         cached = self._settings.get(guild_id)
         if cached is None:
+            generation = self._generation.get(guild_id, 0)
             cached = await self.store.get_guild_settings(guild_id)
-            self._settings[guild_id] = cached
+            if self._generation.get(guild_id, 0) == generation:
+                self._settings[guild_id] = cached
         return cached
 
     async def member_limit(self, guild_id: int, user_id: int) -> Limit | None:
         """The member's own limit, if a moderator set one (cached)."""
         limits = self._member_limits.get(guild_id)
         if limits is None:
+            generation = self._generation.get(guild_id, 0)
             limits = await self.store.member_limits(guild_id)
-            self._member_limits[guild_id] = limits
+            if self._generation.get(guild_id, 0) == generation:
+                self._member_limits[guild_id] = limits
         return limits.get(user_id)
 
     async def resolve(self, guild_id: int, user_id: int, role_ids: Iterable[int]) -> ResolvedLimit:
@@ -67,3 +74,4 @@ class Policy:
         """Drop a server's cached settings and member limits after a moderator changed them."""
         self._settings.pop(guild_id, None)
         self._member_limits.pop(guild_id, None)
+        self._generation[guild_id] = self._generation.get(guild_id, 0) + 1

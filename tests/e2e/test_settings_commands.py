@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.e2e.harness import World, content_of, has_attachments
+from tests.e2e.harness import MODERATOR_PERMISSIONS, World, content_of, has_attachments
 from tests.e2e.test_quota_commands import (
     FOUR_CREDITS,
     imagine_accepted,
@@ -49,6 +49,22 @@ async def test_blocked_words_are_refused_without_echo_and_unblock_allows_them_ag
     assert "Blocked words: 1" in shown and "`red panda`" in shown, shown
     assert "at most 100 characters" in await say(world, mod, "settings", "block", words="x" * 101)
     assert "Blocked words: 1" in await say(world, mod, "settings", "show")
+
+
+async def test_two_moderators_blocking_words_at_once_both_keep_them(world: World) -> None:
+    await world.start_bot()
+    second = world.discord.add_member(world.guild, username="mod2", permissions=MODERATOR_PERMISSIONS)
+    await say(world, world.moderator, "settings", "show")  # the settings are cached
+    blocks = await asyncio.gather(
+        *(
+            world.discord.invoke(moderator, world.channel, "settings", subcommand="block", options={"words": word})
+            for moderator, word in ((world.moderator, "kraken"), (second, "dragon"))
+        )
+    )
+    for interaction in blocks:
+        await interaction.wait_for_callback(timeout=3)
+    shown = await say(world, world.moderator, "settings", "show")
+    assert "Blocked words: 2" in shown and "`kraken`" in shown and "`dragon`" in shown, shown
 
 
 async def test_server_defaults_shape_the_next_request_and_max_count_refuses(world: World) -> None:
