@@ -247,11 +247,14 @@ class JobService:
         self._forget(job.id)
         return True
 
-    async def cancel(self, job_id: int) -> bool:
-        """Cancel a queued job and refund it. False if it is no longer waiting (started or finished)."""
+    async def cancel(self, job_id: int, *, actor_id: int | None = None) -> bool:
+        """Cancel a queued job and refund it (``actor_id``: who pressed Cancel, kept with the refund). False if it is
+        no longer waiting (started or finished)."""
         if not self.scheduler.cancel(job_id):
             return False
-        cancelled = await self.store.fail_job(job_id, state="cancelled", error="cancelled before it started")
+        cancelled = await self.store.fail_job(
+            job_id, state="cancelled", error="cancelled before it started", actor_id=actor_id
+        )
         self._forget(job_id)
         return cancelled
 

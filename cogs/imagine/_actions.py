@@ -31,6 +31,16 @@ async def _job_here(interaction: Interaction, job_id: int) -> Job | None:
     return job
 
 
+async def _saved_options(interaction: Interaction, job: Job) -> ImagineOptions | None:
+    """The options the job was made with; None (and the member told why) if they can no longer be read."""
+    try:
+        return job_options(job)
+    except (KeyError, TypeError, ValueError) as error:  # a row written by another version of the bot, say
+        log.warning("job %s: its saved options cannot be read: %r", job.id, error)
+        await refuse(interaction, "This result's options can no longer be read; please run `/imagine` again.")
+        return None
+
+
 async def _may_manage(interaction: Interaction, job: Job) -> bool:
     return interaction.user.id == job.user_id or await is_moderator(interaction)
 
@@ -44,7 +54,7 @@ async def cancel(interaction: Interaction, job_id: int) -> None:
         await refuse(interaction, "Only the member who asked for this image, or a moderator, can cancel it.")
         return
     bot = interaction.client
-    if not await bot.jobs.cancel(job_id):
+    if not await bot.jobs.cancel(job_id, actor_id=interaction.user.id):
         await refuse(interaction, "This request has already started (or finished), so it can no longer be cancelled.")
         return
     bot.messenger.forget(job_id)
@@ -78,17 +88,17 @@ async def rerun(interaction: Interaction, options: ImagineOptions, prompt: str |
 async def reroll(interaction: Interaction, job_id: int) -> None:
     """The same options again, as a new job charged to whoever clicked."""
     job = await _job_here(interaction, job_id)
-    if job is None:
-        return
-    await rerun(interaction, job_options(job))
+    options = None if job is None else await _saved_options(interaction, job)
+    if options is not None:
+        await rerun(interaction, options)
 
 
 async def open_edit_modal(interaction: Interaction, job_id: int) -> None:
     """Open a modal with the prompt prefilled."""
     job = await _job_here(interaction, job_id)
-    if job is None:
-        return
-    await interaction.response.send_modal(EditPromptModal(job_id, job_options(job).prompt))
+    options = None if job is None else await _saved_options(interaction, job)
+    if options is not None:
+        await interaction.response.send_modal(EditPromptModal(job_id, options.prompt))
 
 
 async def handle_modal(interaction: Interaction) -> bool:
@@ -101,10 +111,9 @@ async def handle_modal(interaction: Interaction) -> bool:
     if not job_id_text.isdigit():
         return False
     job = await _job_here(interaction, int(job_id_text))
-    if job is None:
-        return True
-    prompt = _modal_value(data, EDIT_MODAL_PROMPT_ID)
-    await rerun(interaction, job_options(job), prompt or "")
+    options = None if job is None else await _saved_options(interaction, job)
+    if options is not None:
+        await rerun(interaction, options, _modal_value(data, EDIT_MODAL_PROMPT_ID) or "")
     return True
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import sqlite3
+
 from tests.e2e.harness import World, button_id, has_attachments, wait_until
 from tests.fakes.discord import FakeInteraction, FakeMember, FakeMessage
 from tests.fakes.discord.interactions import walk_components
@@ -148,3 +152,18 @@ async def test_buttons_keep_working_after_a_restart(world: World) -> None:
     await wait_until(lambda: result.deleted, timeout=5, what="the result deleted after the restart")
     assert "9.75 credits left" in await world.quota_me(world.other)
     assert "9.75 credits left" in await world.quota_me(world.moderator)
+
+
+async def test_a_result_whose_saved_options_cannot_be_read_is_refused_plainly(world: World) -> None:
+    await world.start_bot()
+    result = await result_of(await world.imagine(prompt="a red fox", quality="low"))
+    await wait_until(lambda: "job 1 delivered" in world.bot.log(), timeout=5, what="the delivery recorded")
+    with contextlib.closing(sqlite3.connect(world.database)) as db:  # a row another version of the bot wrote
+        (raw,) = db.execute("SELECT options FROM jobs WHERE id = 1").fetchone()
+        options = json.loads(raw)
+        del options["request"]["format"]
+        db.execute("UPDATE jobs SET options = ? WHERE id = 1", (json.dumps(options),))
+        db.commit()
+    for label in ("Re-roll", "Edit & re-roll"):
+        await assert_refused(await click(world, world.other, result, label), "can no longer be read")
+    assert len(world.onemin.requests) == 1
