@@ -134,7 +134,16 @@ class SqliteStore(SqlStore):
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: no implicit transactions; every transaction here is explicit.
-        db = await aiosqlite.connect(self.path, isolation_level=None)
+        connecting = aiosqlite.connect(self.path, isolation_level=None)
+        try:
+            db = await connecting
+        except BaseException:
+            # aiosqlite stops its worker thread without waiting for it: if the bot then stops (it cannot start
+            # without its database), the thread outlives the event loop and prints a traceback over the reason.
+            worker = getattr(connecting, "_thread", None)
+            if worker is not None and worker.is_alive():
+                await asyncio.to_thread(worker.join, 5)
+            raise
         try:
             db.row_factory = aiosqlite.Row
             await db.execute_fetchall(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
