@@ -114,6 +114,16 @@ class JobMessenger:
             self._note_refusal(job, error)
             raise
 
+    async def _edit_status_in_channel(self, job: Job, shows: str, fields: dict[str, Any]) -> None:
+        """Past its token's 15 minutes (a job that waited long in the queue), the status message is edited as the
+        bot's own message in the channel, if its id is known, so it does not keep an old place and a dead Cancel."""
+        message_id = self._status_ids.get(job.id) or job.status_message_id
+        if message_id is None:
+            return
+        self._last_edit[job.id] = time.monotonic()
+        self._shown[job.id] = shows
+        await self._job_channel(job).get_partial_message(message_id).edit(allowed_mentions=_render.NO_PINGS, **fields)
+
     def _cancel_pending(self, job_id: int) -> None:
         handle = self._pending.pop(job_id, None)
         if handle is not None:
@@ -139,11 +149,18 @@ class JobMessenger:
         async def guarded() -> None:
             await self._first_response_settled(job)
             edit = render()
-            if edit is None or not self.token_usable(job):
+            if edit is None:
                 return
             shows, fields = edit
             try:
-                await self.edit_status(job, shows=shows, **fields)
+                if self.token_usable(job):
+                    try:
+                        await self.edit_status(job, shows=shows, **fields)
+                        return
+                    except discord.HTTPException as error:
+                        if not _token_dead(error):
+                            raise
+                await self._edit_status_in_channel(job, shows, fields)
             except discord.HTTPException as error:
                 log.info("job %s: status edit refused by Discord: %s", job.id, error)
             except Exception as error:  # a broken connection: the next edit, or the result, will try again
@@ -277,7 +294,7 @@ class JobMessenger:
         """The job goes to the generator: swap the status, drop the Cancel button (unless the first response
         already said "generating"). The edit runs in the background so the generation request is not held up."""
         self._cancel_pending(job.id)
-        if self._shown.get(job.id) == "generating" or not self.token_usable(job):
+        if self._shown.get(job.id) == "generating":
             return
         content = _render.generating_status(job, job_options(job), datetime.now(UTC))
         self._starting[job.id] = self._spawn(job, lambda: ("generating", {"content": content, "view": None}))

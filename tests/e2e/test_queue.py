@@ -104,6 +104,27 @@ async def test_queued_jobs_show_their_position_and_move_up(world: World) -> None
     assert queued_edits[1] - queued_edits[0] >= MIN_EDIT_SPACING, queued_edits
 
 
+async def test_a_queued_job_past_its_tokens_15_minutes_still_shows_where_it_stands(world: World) -> None:
+    world.onemin.latency = 6
+    await world.start_bot(MAX_CONCURRENT_JOBS="1")
+    await world.imagine(prompt="first", quality="low")
+    await wait_until(lambda: prompts(world) == ["first"], timeout=10, what="the first generation")
+    second = await world.imagine(world.other, prompt="second", quality="low")
+    third = await world.imagine(world.moderator, prompt="third", quality="low")
+    await third.wait_for(lambda i: "1 ahead" in status(i), timeout=5)
+    await wait_until(lambda: status_message_recorded(world, third), timeout=10, what="the status message kept")
+    for interaction in (second, third):
+        interaction.expire_token()  # the webhook answers 401/50027 from now on
+
+    # Edited as the bot's own messages in the channel instead: the second generates, the third is next.
+    await second.wait_for(lambda i: "Generating" in status(i), timeout=15)
+    assert not has_button(second.original, "Cancel")
+    await third.wait_for(lambda i: "next in line" in status(i), timeout=15)
+    assert has_button(third.original, "Cancel") and not third.original.mentions_would_ping
+    world.onemin.latency = 0.2
+    world.discord.protocol_errors.clear()  # the expired tokens' refusals, expected
+
+
 async def test_cancel_refunds_and_the_job_never_reaches_the_generator(world: World) -> None:
     # Long enough for every click below to happen while the first job holds the only slot.
     world.onemin.latency = 4
