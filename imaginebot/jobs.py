@@ -132,6 +132,12 @@ class JobEvents(Protocol):
     async def on_delivered(self, job: Job, delivery: Delivery, receipt: DeliveryReceipt) -> None: ...
 
 
+def rate_limit_wait(retry_after: float | None, backoff: float) -> float:
+    """Seconds to wait after a 429: its Retry-After within sane bounds, else the current back-off."""
+    wait = backoff if retry_after is None else retry_after
+    return min(max(wait, MIN_RATE_LIMIT_WAIT), MAX_RATE_LIMIT_WAIT)
+
+
 def job_options(job: Job) -> ImagineOptions:
     """The ``/imagine`` options a job was created with."""
     return ImagineOptions.from_dict(job.options["request"])
@@ -528,9 +534,3 @@ __all__: Sequence[str] = (
     "OverQuota",
     "job_options",
 )
-
-
-def rate_limit_wait(retry_after: float | None, backoff: float) -> float:
-    """Seconds to wait after a 429: its Retry-After within sane bounds, else the current back-off."""
-    wait = backoff if retry_after is None else retry_after
-    return min(max(wait, MIN_RATE_LIMIT_WAIT), MAX_RATE_LIMIT_WAIT)

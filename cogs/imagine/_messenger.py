@@ -422,7 +422,7 @@ class JobMessenger:
             if self.token_usable(job):
                 await self.webhook(job).send(content, allowed_mentions=_render.NO_PINGS)
             else:
-                await self._job_channel(job).send(content, allowed_mentions=_requester_only(job.user_id))
+                await self._job_channel(job).send(content, allowed_mentions=_render.NO_PINGS)
         except discord.HTTPException:
             await self.direct_message(job, content)
         raise DeliveryFailed(f"only {posted} of {parts} result messages could be posted: {error}") from error
