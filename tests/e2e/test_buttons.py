@@ -119,6 +119,9 @@ async def test_delete_only_for_the_requester_or_a_moderator(world: World) -> Non
     callback = await deleted.wait_for_callback(timeout=3)
     assert callback["type"] == DEFERRED_UPDATE
     await world.discord.wait_for(lambda: mine.deleted, timeout=5, what="the result deleted")
+    # Through the click's own webhook, which needs no permission in a channel the bot may not see.
+    [removal] = [r for r in world.discord.requests if r.method == "DELETE"]
+    assert removal.path.endswith(f"/webhooks/{world.discord.application_id}/{deleted.token}/messages/@original")
 
     by_mod = await click(world, world.moderator, also_mine, "Delete")
     await by_mod.wait_for_callback(timeout=3)
