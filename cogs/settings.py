@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 from typing import TYPE_CHECKING, Literal
 
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 Interaction = discord.Interaction["ImagineBot"]
 MAX_BLOCKED_ENTRIES = 500
+# How much of the blocked list /settings show writes in its message; a longer list comes as a file.
+BLOCKED_SHOWN_INLINE = 900
 
 
 @app_commands.guild_only()
@@ -77,12 +80,18 @@ class Settings(commands.GroupCog, group_name="settings"):
         if s.exempt_role_ids:
             exempt = ", ".join(role_mention(role_id, guild_id) for role_id in sorted(s.exempt_role_ids))
             lines.append(f"**Exempt roles**: {exempt}")
+        extra: dict[str, discord.File] = {}
         if s.blocked_words:
             words = ", ".join(f"`{word}`" for word in s.blocked_words)
-            lines.append(f"-# Blocked: {words[:900]}{' …' if len(words) > 900 else ''}")
+            if len(words) <= BLOCKED_SHOWN_INLINE:
+                lines.append(f"-# Blocked: {words}")
+            else:  # the whole list, where a moderator can read it and find what to unblock
+                lines.append(f"-# Blocked: all {len(s.blocked_words)} in the attached file, one per line")
+                text = "\n".join(s.blocked_words) + "\n"
+                extra["file"] = discord.File(io.BytesIO(text.encode()), filename="blocked-words.txt")
         if self.bot.policy.global_budget is not None:
             lines.append(f"**Bot-wide budget** (set by the operator): {limit_text(self.bot.policy.global_budget)}")
-        await say(interaction, "\n".join(lines)[:2000])
+        await say(interaction, "\n".join(lines)[:2000], **extra)
 
     @app_commands.command(name="defaults")
     @moderators_only()

@@ -51,6 +51,19 @@ async def test_blocked_words_are_refused_without_echo_and_unblock_allows_them_ag
     assert "Blocked words: 1" in await say(world, mod, "settings", "show")
 
 
+async def test_a_long_blocked_list_is_shown_whole_in_a_file(world: World) -> None:
+    await world.start_bot()
+    words = [f"forbidden phrase number {n}" for n in range(60)]
+    for batch in (words[:30], words[30:]):  # the option takes 1000 characters at most
+        assert "Blocked 30 new" in await say(world, world.moderator, "settings", "block", words=", ".join(batch))
+    interaction = await world.discord.invoke(world.moderator, world.channel, "settings", subcommand="show")
+    await interaction.wait_for_callback(timeout=3)
+    assert "all 60 in the attached file" in (interaction.original.content or "")
+    [attachment] = interaction.original.attachments
+    assert attachment.filename == "blocked-words.txt"
+    assert attachment.data.decode().splitlines() == words
+
+
 async def test_two_moderators_blocking_words_at_once_both_keep_them(world: World) -> None:
     await world.start_bot()
     second = world.discord.add_member(world.guild, username="mod2", permissions=MODERATOR_PERMISSIONS)
