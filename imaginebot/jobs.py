@@ -175,6 +175,8 @@ class JobService:
         self._last_refresh = 0.0
         self._background: set[asyncio.Task[None]] = set()
         self._in_memory_free = IN_MEMORY_TOTAL_BYTES
+        # Jobs cancelled since the start (ids only), so a second Cancel is told so even before the first is written.
+        self._cancelled: set[int] = set()
         # The tasks of jobs posting their results, by job id (see close()).
         self._delivering: dict[int, asyncio.Task[object]] = {}
 
@@ -258,11 +260,19 @@ class JobService:
         no longer waiting (started or finished)."""
         if not self.scheduler.cancel(job_id):
             return False
+        self._cancelled.add(job_id)
         cancelled = await self.store.fail_job(
             job_id, state="cancelled", error="cancelled before it started", actor_id=actor_id
         )
         self._forget(job_id)
         return cancelled
+
+    async def was_cancelled(self, job_id: int) -> bool:
+        """Whether the job was cancelled (a second press of Cancel, perhaps while the first is being written)."""
+        if job_id in self._cancelled:
+            return True
+        job = await self.store.get_job(job_id)
+        return job is not None and job.state == "cancelled"
 
     def position(self, job_id: int) -> int | None:
         """The queue position of a waiting job, or None."""

@@ -55,6 +55,9 @@ async def cancel(interaction: Interaction, job_id: int) -> None:
         return
     bot = interaction.client
     if not await bot.jobs.cancel(job_id, actor_id=interaction.user.id):
+        if await bot.jobs.was_cancelled(job_id):
+            await refuse(interaction, "This request was already cancelled (and refunded).")
+            return
         await refuse(interaction, "This request has already started (or finished), so it can no longer be cancelled.")
         return
     bot.messenger.forget(job_id)

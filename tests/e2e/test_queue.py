@@ -125,6 +125,26 @@ async def test_a_queued_job_past_its_tokens_15_minutes_still_shows_where_it_stan
     world.discord.protocol_errors.clear()  # the expired tokens' refusals, expected
 
 
+async def test_two_cancels_at_once_refund_once_and_the_second_is_told_it_was_cancelled(world: World) -> None:
+    world.onemin.latency = 4
+    await world.start_bot(MAX_CONCURRENT_JOBS="1")
+    await world.imagine(prompt="running")
+    await wait_until(lambda: prompts(world) == ["running"], timeout=10, what="the first generation")
+    queued = await world.imagine(world.other, prompt="queued one")
+    await queued.wait_for(lambda i: has_button(i.original, "Cancel"), timeout=5)
+    cancel_id = button_id(queued.original, "Cancel")
+    clicks = await asyncio.gather(
+        world.discord.click(world.other, world.channel, queued.original, cancel_id),
+        world.discord.click(world.moderator, world.channel, queued.original, cancel_id),
+    )
+    callbacks = [await click.wait_for_callback(timeout=3) for click in clicks]
+    assert sorted(callback["type"] for callback in callbacks) == [4, 7]  # one edit, one private answer
+    [answer] = [callback for callback in callbacks if callback["type"] == 4]
+    assert "already cancelled" in answer["data"]["content"] and answer["data"]["flags"] & EPHEMERAL
+    assert "10 credits left" in await world.quota_me(world.other)
+    world.onemin.latency = 0.2
+
+
 async def test_cancel_refunds_and_the_job_never_reaches_the_generator(world: World) -> None:
     # Long enough for every click below to happen while the first job holds the only slot.
     world.onemin.latency = 4
