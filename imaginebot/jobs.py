@@ -43,6 +43,8 @@ MAX_RATE_LIMIT_WAIT = 600.0
 DELIVERY_GRACE_SECONDS = 8.0
 # Waits between tries to record a delivered job when the store fails (a lost connection, a locked file).
 RECORD_RETRY_WAITS = (0.5, 2.0, 5.0)
+# Seconds before a queued job whose start the store refused goes back into the queue.
+START_RETRY = 5.0
 # Discord's documented upload limit for a server without boosts, used when an interaction does not say.
 DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
 # How often queued jobs' positions are recomputed and pushed out, at most.
@@ -318,11 +320,22 @@ class JobService:
         return self.events
 
     async def _run(self, job_id: int) -> None:
-        job = self._active.get(job_id) or await self.store.get_job(job_id)
-        # A job that waited in the queue is written as running now; one that found a free slot was already
-        # written so when it was reserved.
-        if job is None or (job.state != "running" and not await self.store.mark_running(job_id)):
-            self._forget(job_id)
+        known = self._active.get(job_id)
+        try:
+            job = known or await self.store.get_job(job_id)
+            # A job that waited in the queue is written as running now; one that found a free slot was already
+            # written so when it was reserved.
+            if job is None or (job.state != "running" and not await self.store.mark_running(job_id)):
+                self._forget(job_id)
+                return
+        except Exception:
+            # Nothing was sent or spent, and the row still says queued: try again shortly rather than leave it
+            # waiting (and its credits held) until the next start.
+            if known is None:
+                log.exception("job %s: the store failed as it was starting; it runs after the next start", job_id)
+                return
+            log.exception("job %s: the store failed as it was starting; queued again in %.0f s", job_id, START_RETRY)
+            asyncio.get_running_loop().call_later(START_RETRY, self.scheduler.submit, job_id, known.user_id)
             return
         events = self._events()
         # Created by the fitting only if an image needs re-encoding: no file-system call on the loop here.

@@ -309,3 +309,32 @@ async def test_a_full_result_refunds_nothing(harness: Harness) -> None:
     [delivery] = [value for kind, value in harness.events.seen if kind == "deliver"]
     assert (delivery.missing, delivery.refunded) == (0, 0)
     assert await harness.used() == job.cost
+
+
+async def test_a_queued_job_whose_start_the_store_refuses_is_queued_again_not_stranded(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs_module, "START_RETRY", 0.05)
+    gate = asyncio.Event()
+
+    async def held(job: Job, delivery: Delivery) -> DeliveryReceipt:
+        await gate.wait()
+        return DeliveryReceipt(CHANNEL, 1000 + job.id)
+
+    harness.events.deliver_with = held
+    first, second = await harness.submit(), await harness.submit()  # the member's two places in flight
+    third = await harness.submit()  # queued
+    assert (await harness.store.get_job(third.id)).state == "queued"  # type: ignore[union-attr]
+    real_mark_running = harness.store.mark_running
+    failures = ["connection reset"]
+
+    async def flaky_mark_running(job_id: int, **kwargs: Any) -> bool:
+        if failures:
+            raise ConnectionResetError(failures.pop())
+        return await real_mark_running(job_id, **kwargs)
+
+    monkeypatch.setattr(harness.store, "mark_running", flaky_mark_running)
+    gate.set()
+    for job in (first, second, third):
+        assert (await harness.settled(job)).state == "delivered"
+    assert not failures
