@@ -153,8 +153,8 @@ _SAFETY = re.compile(r"moderation|safety|content[ _-]?policy", re.IGNORECASE)
 # Only wording about money: "insufficient capacity" or "not enough workers" on a 429 is a busy service, which must
 # delay the job, not fail it as an empty account.
 _CREDITS = re.compile(
-    r"credit|\bbalance\b|insufficient[ _-]*(fund|quota)|not enough (fund|token)s?\b|exceeded your (current )?quota"
-    r"|payment required",
+    r"credit|(?<![a-z])balance(?![a-z])|insufficient[ _-]*(fund|quota|balance)|not enough (fund|token)s?\b"
+    r"|exceeded your (current )?quota|payment required",
     re.IGNORECASE,
 )
 _NOT_CREDITS = re.compile(r"insufficient[ _-]*(permission|privilege|scope|role)s?", re.IGNORECASE)

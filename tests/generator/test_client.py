@@ -626,6 +626,8 @@ def test_metadata_credit_is_recorded() -> None:
         (429, JSON, body({"message": "Insufficient capacity, please retry later"}), RateLimited),
         (429, JSON, body({"message": "Not enough workers available"}), RateLimited),
         (429, JSON, body({"message": "Load balancer busy"}), RateLimited),
+        (429, JSON, body({"errorCode": "INSUFFICIENT_BALANCE", "message": "Top up"}), InsufficientCredits),
+        (403, JSON, body({"error": "insufficient_balance"}), InsufficientCredits),
         (403, JSON, body({"message": "Forbidden"}), AuthenticationFailed),
         (403, JSON, body({"errorCode": "INSUFFICIENT_PERMISSIONS", "message": "Forbidden"}), AuthenticationFailed),
         (403, "text/html", b"<html><title>Attention Required! | Cloudflare</title></html>", ServerError),
