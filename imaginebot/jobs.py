@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import secrets
 import shutil
@@ -276,6 +277,11 @@ class JobService:
         job = await self.store.get_job(job_id)
         return job is not None and job.state == "cancelled"
 
+    @property
+    def stopping(self) -> bool:
+        """Whether the bot is stopping: no job starts any more (see close())."""
+        return self.scheduler.stopped
+
     def position(self, job_id: int) -> int | None:
         """The queue position of a waiting job, or None."""
         return self.scheduler.position(job_id)
@@ -388,8 +394,7 @@ class JobService:
             if (task := asyncio.current_task()) is not None:
                 self._delivering[job_id] = task
             receipt = await events.deliver(job, delivery)
-            if not await self._record_delivery(job, result, receipt, refund=delivery.refunded):
-                return  # on Discord but not recorded: logged; never settled as a failure
+            await self._record_delivery(job, result, receipt, refund=delivery.refunded)
             await self._notify(events.on_delivered(job, delivery, receipt), job)
         except GeneratorError as error:
             log.warning("job %s failed at the generator: %s", job_id, error.detail)
@@ -422,14 +427,16 @@ class JobService:
 
     async def _record_delivery(
         self, job: Job, result: GenerationResult, receipt: DeliveryReceipt, *, refund: int = 0
-    ) -> bool:
-        """Record a job whose images are on Discord as delivered; False if the store would not take it.
+    ) -> None:
+        """Record a job whose images are on Discord as delivered, however long the store takes to take it.
 
-        Once the images are posted nothing may refund them or overwrite them with a failure: a store error here
-        is retried a few times, then logged, and never settled as a failed job. The write itself goes on even if
-        the bot is stopping.
+        Once the images are posted nothing may refund them or overwrite them with a failure: a store error here is
+        retried (after 0.5, 2, 5 s, then every 30 s) for as long as the bot runs, and never settled as a failed job.
+        Each write goes on even if the bot is stopping. If the bot stops first, the row still says running, and the
+        next start refunds the job like any interrupted one: the one case where posted images are refunded.
         """
-        for attempt in range(1, len(RECORD_RETRY_WAITS) + 2):
+        waits = itertools.chain(RECORD_RETRY_WAITS, itertools.repeat(RECORD_RETRY_WAITS[-1] * 6))
+        for attempt in itertools.count(1):
             try:
                 await asyncio.shield(
                     self.store.mark_delivered(
@@ -444,11 +451,12 @@ class JobService:
                 )
                 break
             except Exception:
-                if attempt > len(RECORD_RETRY_WAITS):
-                    log.exception("job %s was delivered but could not be recorded as delivered", job.id)
-                    return False
-                log.warning("job %s: recording its delivery failed (attempt %s), trying again", job.id, attempt)
-                await asyncio.sleep(RECORD_RETRY_WAITS[attempt - 1])
+                wait = next(waits)
+                if attempt == len(RECORD_RETRY_WAITS) + 1:
+                    log.exception("job %s was delivered but cannot be recorded; trying every %.0f s", job.id, wait)
+                else:
+                    log.warning("job %s: recording its delivery failed (attempt %s), trying again", job.id, attempt)
+                await asyncio.sleep(wait)
         log.info(
             "job %s delivered: generation %s, %d image(s) in %.1f s at the generator, reported credit %s",
             job.id,
@@ -457,7 +465,6 @@ class JobService:
             result.elapsed,
             result.reported_credits,
         )
-        return True
 
     async def _generate(self, job: Job, options: ImagineOptions) -> GenerationResult:
         """One POST; after a 429 only (the request was not taken) wait and send it again, as often as it takes.

@@ -28,6 +28,8 @@ class JobQueue(Protocol):
     def position(self, job_id: int) -> int | None: ...
     def positions(self) -> dict[int, int]: ...
     def pause(self, seconds: float) -> None: ...
+    @property
+    def stopped(self) -> bool: ...
     def stop_starting(self) -> None: ...
     async def close(self) -> None: ...
 
@@ -182,6 +184,11 @@ class FairScheduler:
     def paused_for(self) -> float:
         """Seconds left in the current pause (0 when not paused)."""
         return max(0.0, self._paused_until - time.monotonic())
+
+    @property
+    def stopped(self) -> bool:
+        """Whether ``stop_starting`` (or ``close``) was called."""
+        return self._closed
 
     def stop_starting(self) -> None:
         """Start nothing more (jobs submitted from now on stay queued in the store); running jobs go on."""

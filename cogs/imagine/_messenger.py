@@ -11,6 +11,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import discord
 
 from cogs.imagine import _render
@@ -261,14 +262,10 @@ class JobMessenger:
     async def _settle_stale_status(self, job: Job, content: str) -> None:
         """The token is dead, so the status message still shows a state that is over ("queued", "generating"):
         edit it as the bot's own message in the channel instead (best effort; it may be gone or out of reach)."""
-        message_id = self._status_ids.get(job.id) or job.status_message_id
-        if message_id is None:
-            return
-        message = self._job_channel(job).get_partial_message(message_id)
         try:
-            await message.edit(content=content, embed=None, view=None, allowed_mentions=_render.NO_PINGS)
+            await self._edit_status_in_channel(job, "settled", {"content": content, "embed": None, "view": None})
         except discord.HTTPException as error:
-            log.info("job %s: could not update its old status message %s: %s", job.id, message_id, error)
+            log.info("job %s: could not update its old status message: %s", job.id, error)
 
     def token_refused(self, job: Job) -> None:
         """Discord refused the job's first response: its token has no message to edit, so post elsewhere."""
@@ -384,8 +381,8 @@ class JobMessenger:
             try:
                 await self._deliver_on_token(job, delivery, messages, posted)
                 return DeliveryReceipt(job.channel_id, posted[0], tuple(posted[1:]))
-            except discord.HTTPException as error:
-                if not _token_dead(error):
+            except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as error:
+                if not (isinstance(error, discord.HTTPException) and _token_dead(error)):
                     if posted:
                         await self._partly_delivered(job, len(posted), len(messages), error)
                     raise
@@ -394,7 +391,7 @@ class JobMessenger:
         on_token = len(posted)
         try:
             await self._deliver_in_channel(job, delivery, messages[on_token:], posted)
-        except discord.HTTPException as error:
+        except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as error:
             if posted:
                 await self._partly_delivered(job, len(posted), len(messages), error)
             if not isinstance(error, (discord.Forbidden, discord.NotFound)):
@@ -413,11 +410,13 @@ class JobMessenger:
             await self._settle_stale_status(job, _render.posted_in_channel_status(job, delivery.options, link))
         return DeliveryReceipt(job.channel_id, posted[0], tuple(posted[1:]))
 
-    async def _partly_delivered(self, job: Job, posted: int, parts: int, error: discord.HTTPException) -> None:
+    async def _partly_delivered(self, job: Job, posted: int, parts: int, error: Exception) -> None:
         """Part of the result is up and the rest cannot follow: say so beside it (the result stays), then fail the
         job, refunded: ``DeliveryFailed``. The member is not charged for images they did not all get."""
-        log.warning("job %s: %d of %d result messages posted, then: %s", job.id, posted, parts, error)
-        content = _render.partly_delivered_message(job, posted, parts, str(error))
+        # A connection error's text holds the request's URL, and with it the interaction's token.
+        reason = str(error) if isinstance(error, discord.HTTPException) else type(error).__name__
+        log.warning("job %s: %d of %d result messages posted, then: %s", job.id, posted, parts, reason)
+        content = _render.partly_delivered_message(job, posted, parts, reason)
         try:
             if self.token_usable(job):
                 await self.webhook(job).send(content, allowed_mentions=_render.NO_PINGS)
@@ -425,7 +424,7 @@ class JobMessenger:
                 await self._job_channel(job).send(content, allowed_mentions=_render.NO_PINGS)
         except discord.HTTPException:
             await self.direct_message(job, content)
-        raise DeliveryFailed(f"only {posted} of {parts} result messages could be posted: {error}") from error
+        raise DeliveryFailed(f"only {posted} of {parts} result messages could be posted: {reason}") from error
 
     async def _deliver_on_token(
         self, job: Job, delivery: Delivery, messages: list[ResultMessage], posted: list[int]

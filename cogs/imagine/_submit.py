@@ -60,6 +60,9 @@ async def accept(interaction: discord.Interaction[ImagineBot], options: ImagineO
     except OptionError as error:
         await refuse(interaction, error.message)
         return
+    if bot.jobs.stopping:  # it would be charged and wait for the next start, shown as generating meanwhile
+        await refuse(interaction, "I'm restarting right now; please try again in a minute. Nothing was charged.")
+        return
     request = JobRequest(
         guild_id=interaction.guild_id,
         channel_id=interaction.channel_id,

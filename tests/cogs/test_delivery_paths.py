@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
+import aiohttp
 import discord
 import pytest
 
@@ -35,7 +36,7 @@ MISSING_ACCESS = http_error(403, 50001, "Missing Access")
 class RecordingMessenger(JobMessenger):
     """The real delivery logic; each Discord call is recorded, and fails when ``fail`` says so for its turn."""
 
-    def __init__(self, fail: dict[tuple[str, int], discord.HTTPException]) -> None:
+    def __init__(self, fail: dict[tuple[str, int], Exception]) -> None:
         super().__init__(SimpleNamespace())  # type: ignore[arg-type]
         self.fail = fail
         self.calls: list[tuple[str, dict[str, Any]]] = []
@@ -144,11 +145,12 @@ async def test_a_token_that_dies_between_parts_continues_in_the_channel_from_whe
     ("fail", "told_in"),
     [
         ({("followup", 0): SERVER_ERROR}, "followup"),
+        ({("followup", 0): aiohttp.ServerDisconnectedError()}, "followup"),  # a connection, not an answer
         ({("followup", 0): TOKEN_EXPIRED, ("channel", 0): MISSING_ACCESS, ("channel", 1): MISSING_ACCESS}, "dm"),
     ],
 )
 async def test_a_result_cut_short_is_refunded_and_said_beside_the_part_that_is_up(
-    fail: dict[tuple[str, int], discord.HTTPException], told_in: str
+    fail: dict[tuple[str, int], Exception], told_in: str
 ) -> None:
     messenger = RecordingMessenger(fail)
     job = a_job()

@@ -234,22 +234,26 @@ async def test_a_store_error_after_the_images_are_posted_is_retried_and_never_re
     assert await harness.used() == job.cost
 
 
-async def test_a_delivered_job_the_store_never_records_is_not_failed_or_refunded(
+async def test_a_delivery_is_recorded_whenever_the_store_comes_back_never_failed_meanwhile(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(jobs_module, "RECORD_RETRY_WAITS", (0.01, 0.01))
+    monkeypatch.setattr(jobs_module, "RECORD_RETRY_WAITS", (0.01, 0.01))  # then every 0.06 s
+    real_mark_delivered = harness.store.mark_delivered
     calls: list[int] = []
 
-    async def broken_mark_delivered(job_id: int, **_: Any) -> None:
+    async def down_for_a_while(job_id: int, **kwargs: Any) -> bool:
         calls.append(job_id)
-        raise RuntimeError("disk I/O error")
+        if len(calls) <= 6:
+            raise RuntimeError("disk I/O error")
+        return await real_mark_delivered(job_id, **kwargs)
 
-    monkeypatch.setattr(harness.store, "mark_delivered", broken_mark_delivered)
+    monkeypatch.setattr(harness.store, "mark_delivered", down_for_a_while)
     job = await harness.submit()
-    await wait_until(lambda: len(calls) == 3, 5, "three tries to record the delivery")
-    await asyncio.sleep(0.05)
+    await wait_until(lambda: len(calls) == 4, 5, "tries beyond the first three")
     assert "failed" not in harness.events.kinds() and "delivered" not in harness.events.kinds()
     assert (await harness.store.get_job(job.id)).state == "running"  # type: ignore[union-attr]
+    assert (await harness.settled(job)).state == "delivered"
+    assert len(calls) == 7 and "failed" not in harness.events.kinds()
     assert await harness.used() == job.cost
 
 
@@ -265,9 +269,11 @@ async def test_a_stopping_bot_lets_a_result_being_posted_finish_and_be_recorded(
     harness.events.deliver_with = slow_upload
     job = await harness.submit()
     await asyncio.wait_for(posting.wait(), 5)
+    assert not harness.service.stopping
     closing = asyncio.create_task(harness.service.close())
     await asyncio.sleep(0.1)
     assert not closing.done()  # waiting for the upload
+    assert harness.service.stopping  # /imagine refuses new requests meanwhile (nothing would start them)
     finish.set()
     await asyncio.wait_for(closing, 5)
     assert (await harness.store.get_job(job.id)).state == "delivered"  # type: ignore[union-attr]
