@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import MappingProxyType
+from typing import cast
 
 import asyncpg
 
@@ -22,6 +23,12 @@ def advisory_lock_key(name: str) -> int:
 
 _GLOBAL_KEY = advisory_lock_key("imaginebot:reservations")
 _MIGRATIONS_KEY = advisory_lock_key("imaginebot:migrations")
+
+# Seconds any one query may take before asyncpg gives up on it. Every query here takes milliseconds; without a limit a
+# server that went silent (a network partition, no reset) would hang reservations until the kernel gives up, ~15 min.
+COMMAND_TIMEOUT = 60.0
+# Migrations (a backfill of a large ledger, say) and the wait for another process's migrations get longer.
+MIGRATION_TIMEOUT = 3600.0
 
 
 class PostgresStore(SqlStore):
@@ -70,7 +77,11 @@ class PostgresStore(SqlStore):
         if self._schema is not None:
             server_settings["search_path"] = self._schema
         pool = await asyncpg.create_pool(
-            self._dsn, min_size=self._min_size, max_size=self._max_size, server_settings=server_settings
+            self._dsn,
+            min_size=self._min_size,
+            max_size=self._max_size,
+            server_settings=server_settings,
+            command_timeout=COMMAND_TIMEOUT,
         )
         self._pool = pool
         try:
@@ -107,8 +118,9 @@ class PostgresStore(SqlStore):
         return [Statement("SELECT pg_advisory_xact_lock($1)", (_GLOBAL_KEY,)), guild] if everyone else [guild]
 
     async def _lock_migrations(self, conn: Connection) -> None:
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATIONS_KEY)
+        pg = cast(asyncpg.Connection, conn)
+        await pg.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATIONS_KEY, timeout=MIGRATION_TIMEOUT)
 
     async def _run_script(self, conn: Connection, script: str) -> None:
         # Without arguments asyncpg sends the simple query protocol, which runs several statements.
-        await conn.execute(script)
+        await cast(asyncpg.Connection, conn).execute(script, timeout=MIGRATION_TIMEOUT)

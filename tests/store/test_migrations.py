@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import aiosqlite
+import asyncpg
 import pytest
 
-from imaginebot.store import NewJob, Reserved, SqliteStore, Store, open_store
+from imaginebot.store import NewJob, PostgresStore, Reserved, SqliteStore, Store, open_store
+from imaginebot.store import postgres as postgres_module
 from imaginebot.store.sql import load_migrations
 from imaginebot.store.sqlite import _prepared, split_statements
-from tests.store.conftest import NOW, StoreFactory, run_around_the_store
+from tests.store.conftest import NOW, StoreFactory, postgres_url, run_around_the_store
 
 
 def test_migrations_are_numbered_from_one_without_gaps() -> None:
@@ -97,3 +100,26 @@ def test_numbered_parameters_become_plain_question_marks_in_order() -> None:
     query, values = _prepared("SELECT $2 + $1 WHERE a = $2 AND b = '$'", ("one", "two"))
     assert query == "SELECT ? + ? WHERE a = ? AND b = '$'"
     assert values == ["two", "one", "two"]
+
+
+async def test_postgres_gives_up_on_a_query_that_hangs_but_not_on_a_long_migration(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A silent server must not hang reservations for the kernel's ~15 minutes; a big backfill may take its time."""
+    url = postgres_url()
+    monkeypatch.setattr(postgres_module, "COMMAND_TIMEOUT", 0.3)
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(url)
+    await admin.execute(f'CREATE SCHEMA "{schema}"')
+    store = PostgresStore(url, schema=schema, min_size=1, max_size=2)
+    try:
+        await store.open()
+        async with store._connection() as conn:
+            with pytest.raises(TimeoutError):
+                await conn.execute("SELECT pg_sleep(2)")
+        async with store._transaction() as conn:
+            await store._run_script(conn, "SELECT pg_sleep(0.6)")  # a migration step, over the query limit
+    finally:
+        await store.close()
+        await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        await admin.close()
