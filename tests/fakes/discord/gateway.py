@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 
 DISPATCH, HEARTBEAT, IDENTIFY, RESUME, REQUEST_MEMBERS, INVALID_SESSION, HELLO, HEARTBEAT_ACK = 0, 1, 2, 6, 8, 9, 10, 11
 HEARTBEAT_INTERVAL_MS = 41_250
+# Discord's answer to a heartbeat takes a network round trip. An instant one on loopback can arrive before
+# discord.py's heartbeat thread has noted when it sent, and it then logs "Can't keep up ... 41.2s behind".
+HEARTBEAT_ACK_DELAY = 0.02
 GUILD_MEMBERS_INTENT = 1 << 1
 AUTHENTICATION_FAILED = 4004
 
@@ -110,6 +113,7 @@ class Gateway:
     async def _receive(self, session: GatewaySession, payload: dict[str, Any]) -> None:
         op, d = payload.get("op"), payload.get("d")
         if op == HEARTBEAT:
+            await asyncio.sleep(HEARTBEAT_ACK_DELAY)
             await session.send(HEARTBEAT_ACK, None)
         elif op == IDENTIFY:
             await self._identify(session, d or {})
