@@ -65,6 +65,8 @@ class FairScheduler:
         # served longest ago. A member's stamp is kept while they have work queued or in flight, so a member
         # whose job just started goes behind everyone else waiting, even if their next job was queued first.
         self._turn_key: dict[int, tuple[int, int]] = {}
+        # When members who went idle were last served, kept while others wait (see _forget_idle).
+        self._last_served: dict[int, int] = {}
         self._clock = itertools.count()
         self._member_of: dict[int, int] = {}
         # Jobs running or claimed, per member.
@@ -123,7 +125,11 @@ class FairScheduler:
             return
         self._waiting.setdefault(member_id, deque()).append(job_id)
         self._member_of[job_id] = member_id
-        self._turn_key.setdefault(member_id, (NOT_SERVED, next(self._clock)))
+        if member_id not in self._turn_key:
+            # Served a moment ago and back already (a quick re-roll, or Cancel then /imagine): the old turn counts,
+            # or they would go before everyone who has waited longer.
+            served = self._last_served.pop(member_id, None)
+            self._turn_key[member_id] = (NOT_SERVED, next(self._clock)) if served is None else (SERVED, served)
         self._start_what_fits()
         self._changed()
 
@@ -167,11 +173,11 @@ class FairScheduler:
         if member_id is None:
             return None
         rank = self._waiting[member_id].index(job_id)
-        key = self._turn_key[member_id]
+        key = self._order_key(member_id)
         ahead = rank
         for other, jobs in self._waiting.items():
             if other != member_id:
-                ahead += min(len(jobs), rank + 1 if self._turn_key[other] < key else rank)
+                ahead += min(len(jobs), rank + 1 if self._order_key(other) < key else rank)
         return ahead
 
     def pause(self, seconds: float) -> None:
@@ -235,8 +241,12 @@ class FairScheduler:
         return len(self._tasks) + self._claimed
 
     def _turn_order(self) -> list[int]:
-        """Members with queued work, in the order their turns come."""
-        return sorted(self._waiting, key=self._turn_key.__getitem__)
+        """Members with queued work, in the order their turns come: a member at their cap of jobs in flight
+        comes after the others (their next job waits for one of theirs to finish)."""
+        return sorted(self._waiting, key=self._order_key)
+
+    def _order_key(self, member_id: int) -> tuple[bool, tuple[int, int]]:
+        return self._in_flight.get(member_id, 0) >= self.max_per_member, self._turn_key[member_id]
 
     def _next_member(self) -> int | None:
         for member_id in self._turn_order():
@@ -245,9 +255,14 @@ class FairScheduler:
         return None
 
     def _forget_idle(self, member_id: int) -> None:
-        """A member with nothing queued or in flight starts afresh next time (and the map stays small)."""
+        """A member with nothing queued or in flight leaves the rotation. When they were served, that is kept
+        while anyone else waits (see ``submit``); once nobody waits, everyone starts afresh (the maps stay small)."""
         if member_id not in self._waiting and member_id not in self._in_flight:
-            self._turn_key.pop(member_id, None)
+            kind, stamp = self._turn_key.pop(member_id, (NOT_SERVED, 0))
+            if kind == SERVED and self._waiting:
+                self._last_served[member_id] = stamp
+        if not self._waiting:
+            self._last_served.clear()
 
     def _launch(self, job_id: int, member_id: int) -> None:
         self._enter(member_id)

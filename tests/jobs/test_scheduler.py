@@ -92,6 +92,86 @@ async def test_positions_count_jobs_that_would_start_first_and_change_on_cancel(
     await scheduler.close()
 
 
+async def test_a_member_back_right_after_their_turn_waits_behind_those_still_waiting() -> None:
+    """One slot; A, B and C each queue two jobs. A's second job ends and A asks again at once (a quick re-roll)
+    while C's second job still waits: C has waited since its first turn, so C goes next, not A."""
+    recorder = Recorder()
+    scheduler = FairScheduler(run=recorder.run, max_concurrent=1, max_per_member=2)
+    for job_id, member in ((1, "A"), (11, "A"), (2, "B"), (12, "B"), (3, "C"), (13, "C")):
+        scheduler.submit(job_id, member_id=ord(member))
+    await settle()
+    for running in (1, 2, 3, 11):
+        assert recorder.started[-1] == running
+        recorder.release(running)
+        await settle()
+    assert recorder.started[-1] == 12  # and A has nothing queued or running now
+    scheduler.submit(21, member_id=ord("A"))
+    assert scheduler.positions() == {13: 0, 21: 1}
+    recorder.release(12)
+    await settle()
+    assert recorder.started[-1] == 13
+    recorder.release(13)
+    await settle()
+    assert recorder.started[-1] == 21
+    recorder.release(21)
+    await settle()
+    scheduler.submit(31, member_id=ord("A"))  # nobody waits now: A's old turn is forgotten, and A starts at once
+    await settle()
+    assert recorder.started[-1] == 31
+    await scheduler.close()
+
+
+async def test_a_quick_rerolling_member_gets_no_more_turns_than_the_others() -> None:
+    recorder = Recorder()
+    scheduler = FairScheduler(run=recorder.run, max_concurrent=1, max_per_member=1)
+    next_id = iter(range(1000, 2000))
+    member_of: dict[int, int] = {}
+
+    def submit(member: int) -> None:
+        job_id = next(next_id)
+        member_of[job_id] = member
+        scheduler.submit(job_id, member_id=member)
+
+    for member in (2, 3):  # B and C each have a backlog
+        for _ in range(6):
+            submit(member)
+    submit(1)
+    await settle()
+    starts: list[int] = []
+    for _ in range(12):
+        job_id = recorder.started[-1]
+        starts.append(member_of[job_id])
+        recorder.release(job_id)
+        await settle()  # the next job starts
+        if member_of[job_id] == 1:  # A asks again the moment each result lands
+            submit(1)
+            await settle()
+    assert starts[3:] == [2, 3, 1] * 3, starts  # once under way, one turn in three, like B and C
+    await scheduler.close()
+
+
+async def test_a_member_at_their_cap_is_counted_after_the_others_in_positions() -> None:
+    """A job whose member is at their cap waits for one of that member's own jobs to end; another member's job
+    starts as soon as any slot frees: it is the one nearer to starting."""
+    recorder = Recorder()
+    scheduler = FairScheduler(run=recorder.run, max_concurrent=2, max_per_member=1)
+    scheduler.submit(1, member_id=1)  # A runs 1
+    scheduler.submit(10, member_id=2)  # B runs 10
+    await settle()
+    scheduler.submit(2, member_id=1)  # A waits, at their cap
+    scheduler.submit(11, member_id=2)  # B waits, at their cap
+    scheduler.submit(20, member_id=4)  # D waits
+    recorder.release(10)  # B's job ends: D's starts (never served), B is under the cap again
+    await settle()
+    assert recorder.started == [1, 10, 20]
+    assert scheduler.positions() == {11: 0, 2: 1}  # A was served before B, but A's next waits for A's job 1
+    assert scheduler.position(11) == 0 and scheduler.position(2) == 1
+    recorder.release(20)  # any slot but A's own frees: B's job starts, as its position said
+    await settle()
+    assert recorder.started[-1] == 11
+    await scheduler.close()
+
+
 async def test_pause_delays_new_starts_without_failing_them() -> None:
     recorder = Recorder()
     scheduler = FairScheduler(run=recorder.run, max_concurrent=5, max_per_member=5)
