@@ -114,6 +114,10 @@ class DeliveryReceipt:
     extra_message_ids: tuple[int, ...] = ()
 
 
+class Stopping(Exception):
+    """The bot is stopping: the request was not taken (anything reserved for it was given back)."""
+
+
 class DeliveryFailed(Exception):
     """The result could be posted nowhere (token expired, channel closed to the bot, no DM)."""
 
@@ -214,6 +218,13 @@ class JobService:
                 self.scheduler.release(request.user_id)
             return OverQuota(outcome, cost)
         job = outcome.job
+        if self.scheduler.stopped:
+            # close() began while the request was being written: nothing would start it before the next start,
+            # and a claimed one would be taken for interrupted then. Give it back; the caller says why.
+            if start_now:
+                self.scheduler.release(request.user_id)
+            await self.store.fail_job(job.id, state="cancelled", error="the bot was stopping as it was accepted")
+            raise Stopping
         # DEBUG: in a burst a line per accepted job costs the event loop; the job's outcome is logged at INFO.
         log.debug("job %s accepted: guild %s, member %s, cost %s", job.id, job.guild_id, job.user_id, cost)
         self._active[job.id] = job
@@ -562,5 +573,6 @@ __all__: Sequence[str] = (
     "JobRequest",
     "JobService",
     "OverQuota",
+    "Stopping",
     "job_options",
 )

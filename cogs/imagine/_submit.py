@@ -10,7 +10,7 @@ import discord
 
 from cogs.imagine import _render
 from cogs.members import role_ids
-from imaginebot.jobs import DEFAULT_ATTACHMENT_LIMIT, JobRequest, OverQuota
+from imaginebot.jobs import DEFAULT_ATTACHMENT_LIMIT, JobRequest, OverQuota, Stopping
 from imaginebot.options import ImagineOptions, OptionError, ServerDefaults, check_not_blocked, resolve_options
 from imaginebot.store import GuildSettings
 
@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from bot import ImagineBot
 
 log = logging.getLogger(__name__)
+# Said to a request that comes while the bot is stopping (nothing would start it before the next start).
+RESTARTING = "I'm restarting right now; please try again in a minute. Nothing was charged."
 
 
 def server_defaults(settings: GuildSettings) -> ServerDefaults:
@@ -61,7 +63,7 @@ async def accept(interaction: discord.Interaction[ImagineBot], options: ImagineO
         await refuse(interaction, error.message)
         return
     if bot.jobs.stopping:  # it would be charged and wait for the next start, shown as generating meanwhile
-        await refuse(interaction, "I'm restarting right now; please try again in a minute. Nothing was charged.")
+        await refuse(interaction, RESTARTING)
         return
     request = JobRequest(
         guild_id=interaction.guild_id,
@@ -75,7 +77,11 @@ async def accept(interaction: discord.Interaction[ImagineBot], options: ImagineO
         attachment_size_limit=getattr(interaction, "filesize_limit", None) or DEFAULT_ATTACHMENT_LIMIT,
         options=options,
     )
-    outcome = await bot.jobs.submit(request)
+    try:
+        outcome = await bot.jobs.submit(request)
+    except Stopping:  # the stop began while the request was being written
+        await refuse(interaction, RESTARTING)
+        return
     if isinstance(outcome, OverQuota):
         await refuse(interaction, _render.over_quota_message(outcome.refused, outcome.cost))
         return

@@ -344,3 +344,30 @@ async def test_a_queued_job_whose_start_the_store_refuses_is_queued_again_not_st
     for job in (first, second, third):
         assert (await harness.settled(job)).state == "delivered"
     assert not failures
+
+
+async def test_a_request_written_while_the_bot_begins_to_stop_is_given_back(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_reserve = harness.store.reserve
+    writing = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_reserve(*args: Any, **kwargs: Any) -> Any:
+        writing.set()
+        await release.wait()
+        return await real_reserve(*args, **kwargs)
+
+    monkeypatch.setattr(harness.store, "reserve", slow_reserve)
+    submitting = asyncio.create_task(harness.submit())
+    await writing.wait()
+    closing = asyncio.create_task(harness.service.close())
+    await asyncio.sleep(0.01)
+    release.set()
+    with pytest.raises(jobs_module.Stopping):
+        await submitting
+    await closing
+    assert await harness.used() == 0  # reserved, then given back
+    assert harness.generator.posts == 0
+    [job] = await harness.store.jobs_in_states(["cancelled"])
+    assert job.user_id == MEMBER
