@@ -249,10 +249,10 @@ class FairScheduler:
         return self._in_flight.get(member_id, 0) >= self.max_per_member, self._turn_key[member_id]
 
     def _next_member(self) -> int | None:
-        for member_id in self._turn_order():
-            if self._in_flight.get(member_id, 0) < self.max_per_member:
-                return member_id
-        return None
+        """The member whose turn it is among those under their cap (one pass: it runs for every request)."""
+        in_flight, cap = self._in_flight, self.max_per_member
+        eligible = [member_id for member_id in self._waiting if in_flight.get(member_id, 0) < cap]
+        return min(eligible, key=self._turn_key.__getitem__) if eligible else None
 
     def _forget_idle(self, member_id: int) -> None:
         """A member with nothing queued or in flight leaves the rotation. When they were served, that is kept
