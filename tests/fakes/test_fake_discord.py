@@ -544,6 +544,13 @@ async def test_mentions_would_ping_follows_allowed_mentions(world: World) -> Non
     assert by_id[only_alice.id].mentions_would_ping == {f"<@{world.alice.id}>"}
     assert by_id[in_embed.id].mentions_would_ping == set()
     fake.assert_clean()
+    # Listing users while also parsing users contradicts itself: Discord refuses the message.
+    route = discord.http.Route("POST", "/channels/{channel_id}/messages", channel_id=world.channel.id)
+    body = {"content": text, "allowed_mentions": {"parse": ["users"], "users": [str(world.alice.id)]}}
+    with pytest.raises(discord.HTTPException) as refused:
+        await bot.http.request(route, json=body)
+    assert (refused.value.status, refused.value.code) == (400, 50035)
+    fake.protocol_errors.clear()
 
 
 async def test_dms_and_channels_the_bot_cannot_post_in(world: World) -> None:

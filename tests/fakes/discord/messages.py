@@ -64,6 +64,22 @@ def check_message_body(body: dict[str, Any] | None, files: list[RecordedFile], *
         )
     if creating and not (content or body.get("embeds") or body.get("components") or files or body.get("poll")):
         raise DiscordHTTPError(400, 50006, "Cannot send an empty message", problem="empty message")
+    _check_allowed_mentions(body.get("allowed_mentions"))
+
+
+def _check_allowed_mentions(allowed: Any) -> None:
+    """Discord refuses a list of users (or roles) beside "users" (or "roles") in ``parse``: they contradict."""
+    if not isinstance(allowed, dict):
+        return
+    parse = allowed.get("parse") or ()
+    for kind in ("users", "roles"):
+        if kind in parse and allowed.get(kind):
+            raise invalid_form_body(
+                ("allowed_mentions",),
+                "MESSAGE_ALLOWED_MENTIONS_PARSE_EXCLUSIVE",
+                f'parse:["{kind}"] and {kind}: [ids...] are mutually exclusive.',
+                problem=f"allowed_mentions both parses {kind} and lists them",
+            )
 
 
 def _embed_size(embed: dict[str, Any]) -> int:
