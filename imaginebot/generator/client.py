@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -36,6 +37,9 @@ _FLUSH_AT = 256 * 1024
 # has its answer may wait for a slot with that much of its body in memory (see slots). 64 KiB, aiohttp's default,
 # peaked at 214-276 MB in bench.burst --oversize --download-latency 0.2 at 500 members; 16 KiB at 184-204 MB.
 _DOWNLOAD_BUFFER = 16 * 1024
+# The largest body taken as an image. GPT Image 2's largest, 3840x2160, is at most ~33 MB even as an incompressible
+# RGBA PNG; a server sending more (or without end) is broken, and must not fill the disk.
+MAX_IMAGE_BYTES = 64 * 1024 * 1024
 _IMAGE_SUFFIXES = {"image/png": ".png", "image/jpeg": ".jpg", "image/jpg": ".jpg", "image/webp": ".webp"}
 _BINARY_TYPES = frozenset({"application/octet-stream", "binary/octet-stream"})
 
@@ -170,6 +174,8 @@ class GeneratorClient:
             log.warning(
                 "generation %s returned %d image(s) for n=%d", result.record_id, result.image_count, request.count
             )
+        if len(result.asset_paths) > request.count:  # more than asked for: the ones asked for are posted
+            result = dataclasses.replace(result, asset_paths=result.asset_paths[: request.count])
         log.debug(  # the job logs one line with these figures once its images are delivered
             "generation %s: %d image(s) in %.1f s, reported credit %s",
             result.record_id,
@@ -207,9 +213,19 @@ class GeneratorClient:
         if len(sources) == 1:  # the usual case: no task to create and schedule, one turn of the loop fewer
             images = [await self._download_image(0, sources[0], result, keep)]
         else:
-            images = await asyncio.gather(
-                *(self._download_image(i, urls, result, keep) for i, urls in enumerate(sources))
-            )
+            fetching = [
+                asyncio.ensure_future(self._download_image(i, urls, result, keep)) for i, urls in enumerate(sources)
+            ]
+            try:
+                images = await asyncio.gather(*fetching)
+            except BaseException:
+                # Cancelled (the bot is stopping): the images already fetched are files nobody else knows of.
+                for task in fetching:
+                    task.cancel()
+                done = await asyncio.gather(*fetching, return_exceptions=True)
+                paths = [image.path for image in done if isinstance(image, DownloadedImage) and image.path]
+                await asyncio.shield(asyncio.to_thread(_unlink_all, paths))
+                raise
         failed = [image for image in images if not image.ok]
         if failed:
             log.warning(
@@ -276,6 +292,10 @@ class GeneratorClient:
                     if content_type and not (content_type.startswith("image/") or content_type in _BINARY_TYPES):
                         raise _FinalFetchError(f"not an image (Content-Type {content_type})")
                     expected = response.content_length
+                    if expected is not None and expected > MAX_IMAGE_BYTES:
+                        raise _FinalFetchError(f"{expected} bytes announced, more than any image ({MAX_IMAGE_BYTES})")
+                    if response.headers.get("Content-Encoding", "identity").lower() != "identity":
+                        expected = None  # it counts the compressed bytes; the body is read decompressed
                     suffix = _IMAGE_SUFFIXES.get(content_type or "") or _suffix_of(url)
                     await slot.take_for_body()  # given back while the server was slow: again, before new downloads
                     async with asyncio.timeout(self._download_deadline):
@@ -318,6 +338,8 @@ class GeneratorClient:
             async for chunk in response.content.iter_chunked(_CHUNK):
                 buffer += chunk
                 size += len(chunk)
+                if size > MAX_IMAGE_BYTES:  # no image is this large: a broken server must not fill the disk
+                    raise _FinalFetchError(f"more than {MAX_IMAGE_BYTES} bytes, more than any image")
                 if len(buffer) >= _FLUSH_AT:
                     await asyncio.to_thread(spool.write, bytes(buffer))
                     buffer.clear()
@@ -417,3 +439,8 @@ class _Spool:
 
 def _unlink(path: Path) -> None:
     path.unlink(missing_ok=True)
+
+
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)

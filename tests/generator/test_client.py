@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gzip
 import hashlib
 import io
 import json
@@ -40,6 +42,8 @@ from imaginebot.generator import (
     parse_retry_after,
     presigned_expiry,
 )
+from imaginebot.generator import client as client_module
+from tests.e2e.harness import wait_until
 from tests.fakes.onemin import FakeOneMin
 
 KEY = "sk-live-DO-NOT-LEAK-7f3a9c"
@@ -865,3 +869,91 @@ async def test_a_non_image_answer_is_not_saved(session: aiohttp.ClientSession, s
     assert images[0].path is None and "not an image" in (images[0].error or "")
     assert len(hits) == 1
     assert spooled(spool) == []
+
+
+def small_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), "teal").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+async def test_a_body_without_end_is_cut_at_the_largest_image_and_not_retried(
+    session: aiohttp.ClientSession, spool: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_module, "MAX_IMAGE_BYTES", 2 * 1024 * 1024)
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "image/png"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            while True:
+                await response.write(b"\0" * 65536)
+        return response
+
+    images, hits = await download_from(endless, session, spool, ["a.png"], download_attempts=3)
+    assert images[0].path is None and "more than" in (images[0].error or "")
+    assert len(hits) == 1  # a broken server is not asked again
+    assert spooled(spool) == []
+
+
+async def test_an_announced_body_larger_than_any_image_is_not_read(
+    session: aiohttp.ClientSession, spool: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_module, "MAX_IMAGE_BYTES", 1000)
+
+    async def huge(request: web.Request) -> web.Response:
+        return web.Response(body=b"\x89PNG" + b"\0" * 5000, content_type="image/png")
+
+    images, _ = await download_from(huge, session, spool, ["a.png"])
+    assert images[0].path is None and "announced" in (images[0].error or "")
+
+
+async def test_a_gzip_encoded_image_is_read_whole(session: aiohttp.ClientSession, spool: Path) -> None:
+    png = small_png()
+
+    async def gzipped(request: web.Request) -> web.Response:
+        return web.Response(body=gzip.compress(png), headers={"Content-Type": "image/png", "Content-Encoding": "gzip"})
+
+    images, _ = await download_from(gzipped, session, spool, ["a.png"], download_attempts=1)
+    assert images[0].ok, images[0].error
+    assert images[0].data == png or (images[0].path is not None and images[0].path.read_bytes() == png)
+
+
+async def test_a_download_cancelled_half_way_leaves_no_file(session: aiohttp.ClientSession, spool: Path) -> None:
+    png = small_png() * 40  # over the in-memory size: written to a file
+
+    async def fast_or_stuck(request: web.Request) -> web.StreamResponse:
+        if request.path.endswith("fast.png"):
+            return web.Response(body=png, content_type="image/png")
+        await asyncio.Event().wait()
+        raise AssertionError("never answers")
+
+    runner, base, _ = await tiny_server(fast_or_stuck)
+    try:
+        client = GeneratorClient(session, api_key=KEY, api_url=base, asset_url=base, spool_dir=spool)
+        result = GenerationResult("r", ["fast.png", "stuck.png"], None, None, 0.0)
+        downloading = asyncio.create_task(client.download(result))
+        await wait_until(lambda: len(spooled(spool)) == 1, 5, "the fast image on disk")
+        downloading.cancel()  # the bot is stopping
+        with pytest.raises(asyncio.CancelledError):
+            await downloading
+    finally:
+        await runner.cleanup()
+    assert spooled(spool) == []
+
+
+async def test_more_images_than_asked_for_are_cut_to_the_count(session: aiohttp.ClientSession) -> None:
+    """Posting them would fail (alt text says "image 3 of 2"): the ones asked for are kept."""
+    three = ["development/images/a.png", "development/images/b.png", "development/images/c.png"]
+
+    async def generous(request: web.Request) -> web.Response:
+        return web.json_response(success_body(aiRecordDetail={"resultObject": three}))
+
+    runner, base, _ = await tiny_server(generous)
+    try:
+        client = GeneratorClient(session, api_key=KEY, api_url=base, asset_url=base)
+        result = await client.generate(request(count=2))
+    finally:
+        await runner.cleanup()
+    assert result.asset_paths == three[:2]
