@@ -421,3 +421,22 @@ def test_describe_size() -> None:
     assert describe_size(MiB + MiB // 2) == "1.5 MiB"
     assert describe_size(60 * 1024) == "60 KiB"
     assert describe_size(100) == "100 bytes"
+
+
+async def test_a_fit_cancelled_mid_decode_leaves_nothing_after_the_jobs_cleanup(tmp_path: Path, workdir: Path) -> None:
+    """A stopping bot cancels the job; the job then removes its work folder. The re-encoding thread cannot be
+    stopped, so the cancelled fit waits for it: otherwise it would create the folder again, with its output."""
+    source = save_source(noise(3072, 3072, seed=3), tmp_path / "big.png", compress_level=1)
+    fitting_task = asyncio.create_task(
+        fit_for_upload([source], file_limit=1 * MiB, workdir=workdir, preferred_format="png")
+    )
+    await asyncio.sleep(0.05)  # decoding, before the thread creates the work folder
+    fitting_task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await fitting_task
+    if workdir.exists():  # what JobService._run's cleanup does
+        for leftover in workdir.iterdir():
+            leftover.unlink()
+        workdir.rmdir()
+    await asyncio.get_running_loop().shutdown_default_executor()  # every worker thread has ended
+    assert not workdir.exists()
