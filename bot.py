@@ -28,6 +28,7 @@ from imaginebot.config import ConfigError, Settings, load_settings
 from imaginebot.generator import GeneratorClient
 from imaginebot.jobs import JobService
 from imaginebot.policy import Policy
+from imaginebot.spool import prepare_spool
 from imaginebot.store import Store, open_store
 
 log = logging.getLogger("imaginebot")
@@ -70,11 +71,13 @@ class ImagineBot(commands.Bot):
             await self.store.open()
         except Exception as error:  # a path it may not write, a server it cannot reach, a password refused ...
             raise DatabaseUnavailable(settings.database_url, error) from error
+        spool = await asyncio.to_thread(prepare_spool)  # and what a process killed outright left there, swept
         self.generator = GeneratorClient(
             self.session,
             api_key=settings.onemin_api_key,
             api_url=settings.onemin_api_url,
             asset_url=settings.onemin_asset_url,
+            spool_dir=spool,
         )
         self.policy = Policy(self.store, bot_default=settings.quota_default, global_budget=settings.global_budget)
         self.jobs = JobService(
@@ -84,6 +87,7 @@ class ImagineBot(commands.Bot):
             weights=settings.quality_weights,
             max_concurrent=settings.max_concurrent_jobs,
             max_per_member=settings.max_jobs_per_member,
+            spool_dir=spool,
         )
         self.tree.on_error = self.on_app_command_error
         for extension in EXTENSIONS:
