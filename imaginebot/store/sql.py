@@ -884,34 +884,31 @@ class SqlStore(Store):
         start, end = period_bounds(period, now)
         async with self._transaction() as conn:
             await self._lock_guild(conn, guild_id, everyone=False)
-            days = await conn.fetch(
-                "SELECT day, amount FROM usage_daily WHERE scope = 'member' AND guild_id = $1 AND user_id = $2 "
-                "AND day >= $3 AND day < $4",
+            # One statement, so one snapshot on PostgreSQL too: a job refunded between two reads would be counted
+            # as used by one and as no longer pending by the other, and given back twice.
+            rows = await conn.fetch(
+                "SELECT 'used' AS kind, day AS at, amount FROM usage_daily "
+                "WHERE scope = 'member' AND guild_id = $1 AND user_id = $2 AND day >= $3 AND day < $4 "
+                "UNION ALL SELECT 'pending', created_at, cost FROM jobs WHERE guild_id = $1 AND user_id = $2 "
+                f"AND created_at >= $3 AND created_at < $4 AND state IN ({_PENDING})",
                 guild_id,
                 user_id,
                 start,
                 end,
             )
-            jobs = await conn.fetch(
-                "SELECT created_at, cost FROM jobs WHERE guild_id = $1 AND user_id = $2 AND created_at >= $3 "
-                f"AND created_at < $4 AND state IN ({_PENDING})",
-                guild_id,
-                user_id,
-                start,
-                end,
-            )
+            days: dict[datetime, int] = {}
             # Queued and running jobs keep their reservation: they are refunded when they fail, and giving
             # it back here too would refund the same credits twice.
             pending: dict[datetime, int] = {}
-            for job in jobs:
-                day = day_start(_time(job["created_at"]))
-                pending[day] = pending.get(day, 0) + int(job["cost"])
+            for row in rows:
+                tally = pending if row["kind"] == "pending" else days
+                day = day_start(_time(row["at"]))
+                tally[day] = tally.get(day, 0) + int(row["amount"])
             # Given back day by day, each in its own day: no day's usage goes below zero, so a member whose
             # limit later becomes daily cannot find a day with more credits than the limit.
             entries = []
             used = 0
-            for row in days:
-                day, amount = _time(row["day"]), int(row["amount"])
+            for day, amount in days.items():
                 used += amount
                 if (give := amount - pending.get(day, 0)) > 0:
                     charged_at = now if day == day_start(now) else day  # an earlier day's share: at its start

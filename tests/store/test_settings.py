@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import asyncpg
 import pytest
 
 from imaginebot.limits import Limit
 from imaginebot.periods import period_bounds
-from imaginebot.store import BudgetCheck, GuildSettings, NewJob, Refused, Reserved, Store
-from tests.store.conftest import GUILD, MOD, NOW, OTHER_GUILD, OTHER_USER, USER
+from imaginebot.store import BudgetCheck, GuildSettings, NewJob, PostgresStore, Refused, Reserved, Store
+from tests.store.conftest import GUILD, MOD, NOW, OTHER_GUILD, OTHER_USER, USER, postgres_url
 
 NewJobFactory = Callable[..., NewJob]
 
@@ -315,3 +319,49 @@ async def test_bot_state_round_trip(store: Store) -> None:
     await store.set_state("other", "x")
     assert await store.get_state("commands_hash") == "def"
     assert await store.get_state("other") == "x"
+
+
+async def test_a_refund_committed_while_a_reset_reads_is_not_given_back_twice(new_job: NewJobFactory) -> None:
+    """PostgreSQL: each statement sees what is committed when it starts. A job refunded between two reads of a
+    reset would count as used in one and as no longer pending in the other: the reset reads once."""
+    url = postgres_url()
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(url)
+    await admin.execute(f'CREATE SCHEMA "{schema}"')
+    refund_meanwhile: list[Callable[[], Awaitable[object]]] = []
+
+    class RefundDuringRead:
+        def __init__(self, conn: Any) -> None:
+            self._conn = conn
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._conn, name)
+
+        async def fetch(self, query: str, *args: Any) -> Any:
+            rows = await self._conn.fetch(query, *args)
+            if "FROM usage_daily" in query and refund_meanwhile:
+                await refund_meanwhile.pop()()  # another connection's refund commits now
+            return rows
+
+    class RacyStore(PostgresStore):
+        @asynccontextmanager
+        async def _transaction(self) -> AsyncIterator[Any]:
+            async with super()._transaction() as conn:
+                yield RefundDuringRead(conn)
+
+    store = RacyStore(url, schema=schema, min_size=1, max_size=3)
+    try:
+        await store.open()
+        delivered = await store.reserve(new_job(cost=200), [], now=NOW)
+        assert isinstance(delivered, Reserved)
+        await store.mark_delivered(delivered.job.id, result_channel_id=1, result_message_id=2, now=NOW)
+        queued = await store.reserve(new_job(cost=300), [], now=NOW)
+        assert isinstance(queued, Reserved)
+        refund_meanwhile.append(lambda: store.fail_job(queued.job.id, state="failed", error="500", now=NOW))
+
+        assert await store.reset_member_usage(GUILD, USER, "day", actor_id=MOD, now=NOW) == 200
+        assert await store.usage(guild_id=GUILD, user_id=USER, period="day", now=NOW) == 0  # not -300
+    finally:
+        await store.close()
+        await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        await admin.close()
