@@ -74,7 +74,8 @@ class Quota(commands.GroupCog, group_name="quota"):
         self.bot = bot
         super().__init__()
 
-    async def _standing(self, guild_id: int, member: discord.Member) -> str:
+    async def _standing(self, guild_id: int, member: discord.Member | discord.User) -> str:
+        """A member's limit, its source, usage and reset time; a user who left the server has no roles here."""
         resolved = await self.bot.policy.resolve(guild_id, member.id, role_ids(member))
         if resolved.limit is None:
             return f"{member.mention}: **unlimited** ({source_text(resolved, guild_id)})."
@@ -186,7 +187,7 @@ class Quota(commands.GroupCog, group_name="quota"):
     @app_commands.command(name="clear")
     @moderators_only()
     @app_commands.describe(member="Whose own limit to remove")
-    async def clear(self, interaction: Interaction, member: discord.Member) -> None:
+    async def clear(self, interaction: Interaction, member: discord.Member | discord.User) -> None:
         """Remove a member's own limit; their roles' or the server's applies again (moderators)."""
         assert interaction.guild_id is not None
         await self.bot.store.set_member_limit(interaction.guild_id, member.id, None, actor_id=interaction.user.id)
@@ -196,7 +197,7 @@ class Quota(commands.GroupCog, group_name="quota"):
     @app_commands.command(name="reset")
     @moderators_only()
     @app_commands.describe(member="Whose usage this period to give back")
-    async def reset(self, interaction: Interaction, member: discord.Member) -> None:
+    async def reset(self, interaction: Interaction, member: discord.Member | discord.User) -> None:
         """Give back a member's usage of the current period; budgets keep what was spent (moderators)."""
         assert interaction.guild_id is not None
         resolved = await self.bot.policy.resolve(interaction.guild_id, member.id, role_ids(member))
@@ -211,7 +212,7 @@ class Quota(commands.GroupCog, group_name="quota"):
     @app_commands.command(name="view")
     @moderators_only()
     @app_commands.describe(member="Whose quota to show")
-    async def view(self, interaction: Interaction, member: discord.Member) -> None:
+    async def view(self, interaction: Interaction, member: discord.Member | discord.User) -> None:
         """A member's limit, where it comes from, usage, reset time and recent requests (moderators)."""
         assert interaction.guild_id is not None
         text = await self._standing(interaction.guild_id, member)
@@ -240,8 +241,10 @@ class Quota(commands.GroupCog, group_name="quota"):
         lines = [f"**This {period}** (since {discord_timestamp(start, 'f')}): {credits_text(spent)} spent."]
         for rank, (user_id, used) in enumerate(top[:10], start=1):
             lines.append(f"{rank}. <@{user_id}>: {credits_text(used)}")
-        if not top:
+        if not rows:
             lines.append("Nobody has generated anything yet.")
+        elif not top:
+            lines.append("Every member's usage was given back by a moderator (the server's spending stands).")
         name = f"quota-{period}-{start:%Y-%m-%d}.csv"
         data, name = await asyncio.to_thread(ledger_file, rows, name, interaction.filesize_limit)
         if data is None:

@@ -397,3 +397,27 @@ async def test_every_moderator_change_is_audited_with_who_what_before_and_after(
     assert (unblock.before, unblock.after) == (block.after, {"blocked_words": ["red panda"]})
     assert log_on.after == {"log_channel_id": log_channel.id}
     assert (log_off.before, log_off.after) == (log_on.after, {"log_channel_id": None})
+
+
+async def test_a_member_who_left_can_still_be_cleared_reset_and_viewed(world: World) -> None:
+    await world.start_bot()
+    alice, mod = world.member, world.moderator
+    await say(world, mod, "quota", "set", member=alice, credits=1)
+    await imagine_accepted(world, alice, **QUARTER_CREDIT)
+    alice.left = True  # the option then carries the user alone, without member data
+    assert "0.25 credits" in await say(world, mod, "quota", "view", member=alice)
+    assert "Gave back 0.25 credits" in await say(world, mod, "quota", "reset", member=alice)
+    assert "Removed" in await say(world, mod, "quota", "clear", member=alice)
+    assert "10 credits left" in await say(world, mod, "quota", "view", member=alice)  # the bot-wide default again
+
+
+async def test_the_report_after_a_reset_does_not_say_nobody_generated(world: World) -> None:
+    await world.start_bot()
+    alice, mod = world.member, world.moderator
+    await imagine_accepted(world, alice, **ONE_CREDIT)
+    await say(world, mod, "quota", "reset", member=alice)
+    interaction = await world.discord.invoke(mod, world.channel, "quota", subcommand="report")
+    await interaction.wait_for(lambda i: i.original is not None and bool(i.original.attachments), timeout=10)
+    text = interaction.original.content or ""
+    assert "1 credit spent" in text and "Nobody has generated" not in text, text
+    assert "given back by a moderator" in text, text

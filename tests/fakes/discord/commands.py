@@ -237,7 +237,9 @@ def _wire_value(context: _Context, option: dict[str, Any], value: Any) -> Any:
     resolved = context.resolved
     if kind in (USER, MENTIONABLE) and isinstance(value, FakeMember):
         resolved.setdefault("users", {})[str(value.id)] = value.user_payload()
-        resolved.setdefault("members", {})[str(value.id)] = value.to_payload(with_user=False, with_permissions=True)
+        if not value.left:  # Discord resolves the member only while they are in the server
+            member = value.to_payload(with_user=False, with_permissions=True)
+            resolved.setdefault("members", {})[str(value.id)] = member
         return str(value.id)
     if kind in (ROLE, MENTIONABLE) and isinstance(value, FakeRole):
         resolved.setdefault("roles", {})[str(value.id)] = value.to_payload()

@@ -203,6 +203,7 @@ class FakeMember:
     joined_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     nick: str | None = None
     accepts_dms: bool = True  # False: sending them a DM fails with 50007, like a member who closed DMs
+    left: bool = False  # True: they left the server; an option naming them resolves to the user alone
 
     @property
     def permissions(self) -> int:
