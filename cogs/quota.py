@@ -243,6 +243,8 @@ class Quota(commands.GroupCog, group_name="quota"):
             lines.append(f"{rank}. <@{user_id}>: {credits_text(used)}")
         if not rows:
             lines.append("Nobody has generated anything yet.")
+        elif not top and spent == 0:
+            lines.append("Every request was refunded: nothing was charged.")
         elif not top:
             lines.append("Every member's usage was given back by a moderator (the server's spending stands).")
         name = f"quota-{period}-{start:%Y-%m-%d}.csv"

@@ -65,7 +65,8 @@ class FairScheduler:
         # served longest ago. A member's stamp is kept while they have work queued or in flight, so a member
         # whose job just started goes behind everyone else waiting, even if their next job was queued first.
         self._turn_key: dict[int, tuple[int, int]] = {}
-        # When members who went idle were last served, kept while others wait (see _forget_idle).
+        # When members who went idle were last served, kept while others wait (see _forget_idle); cleared once
+        # nobody waits, so it holds at most the members served during one unbroken backlog.
         self._last_served: dict[int, int] = {}
         self._clock = itertools.count()
         self._member_of: dict[int, int] = {}
@@ -123,6 +124,8 @@ class FairScheduler:
         """Queue a job for ``member_id``; it starts at once if there is room."""
         if self._closed or job_id in self._member_of:
             return
+        if not self._waiting:
+            self._last_served.clear()  # nobody waits: everyone starts afresh
         self._waiting.setdefault(member_id, deque()).append(job_id)
         self._member_of[job_id] = member_id
         if member_id not in self._turn_key:

@@ -41,6 +41,8 @@ FIRST_RESPONSE_WAIT = 10.0
 QUEUED_STATUS_KEEP_AFTER = 5.0
 # Discord codes meaning the interaction token can no longer be used.
 DEAD_TOKEN_CODES = {10015, 50027, 10062}
+# What a request to Discord can end in besides an answer: a refusal, a broken connection, a time-out.
+DISCORD_FAILURES = (discord.HTTPException, aiohttp.ClientError, TimeoutError)
 # What a status edit shows ("queued", "generating", ...) and the fields of the edit.
 StatusEdit = tuple[str, dict[str, Any]]
 # One message of a result: its content (links), its embed, the images it carries.
@@ -201,8 +203,8 @@ class JobMessenger:
             user = self.bot.get_user(job.user_id) or await self.bot.fetch_user(job.user_id)
             await user.send(content, allowed_mentions=_render.NO_PINGS)
             return True
-        except discord.HTTPException as error:
-            log.info("job %s: could not DM the requester either: %s", job.id, error)
+        except DISCORD_FAILURES as error:
+            log.info("job %s: could not DM the requester either: %s", job.id, type(error).__name__)
             return False
 
     def first_response(self, job: Job, options: ImagineOptions, position: int | None) -> dict[str, Any]:
@@ -264,8 +266,8 @@ class JobMessenger:
         edit it as the bot's own message in the channel instead (best effort; it may be gone or out of reach)."""
         try:
             await self._edit_status_in_channel(job, "settled", {"content": content, "embed": None, "view": None})
-        except discord.HTTPException as error:
-            log.info("job %s: could not update its old status message: %s", job.id, error)
+        except DISCORD_FAILURES as error:
+            log.info("job %s: could not update its old status message: %s", job.id, type(error).__name__)
 
     def token_refused(self, job: Job) -> None:
         """Discord refused the job's first response: its token has no message to edit, so post elsewhere."""
@@ -381,7 +383,7 @@ class JobMessenger:
             try:
                 await self._deliver_on_token(job, delivery, messages, posted)
                 return DeliveryReceipt(job.channel_id, posted[0], tuple(posted[1:]))
-            except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as error:
+            except DISCORD_FAILURES as error:
                 if not (isinstance(error, discord.HTTPException) and _token_dead(error)):
                     if posted:
                         await self._partly_delivered(job, len(posted), len(messages), error)
@@ -391,7 +393,7 @@ class JobMessenger:
         on_token = len(posted)
         try:
             await self._deliver_in_channel(job, delivery, messages[on_token:], posted)
-        except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as error:
+        except DISCORD_FAILURES as error:
             if posted:
                 await self._partly_delivered(job, len(posted), len(messages), error)
             if not isinstance(error, (discord.Forbidden, discord.NotFound)):
@@ -422,7 +424,7 @@ class JobMessenger:
                 await self.webhook(job).send(content, allowed_mentions=_render.NO_PINGS)
             else:
                 await self._job_channel(job).send(content, allowed_mentions=_render.NO_PINGS)
-        except discord.HTTPException:
+        except DISCORD_FAILURES:
             await self.direct_message(job, content)
         raise DeliveryFailed(f"only {posted} of {parts} result messages could be posted: {reason}") from error
 

@@ -9,28 +9,27 @@ in memory either.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import os
 import tempfile
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal
 
 from PIL import Image
 
 from imaginebot.delivery.headers import image_header, webp_size
 from imaginebot.delivery.images import DeliverableImage, SourceImage
 from imaginebot.periods import discord_timestamp
+from imaginebot.threads import to_thread_to_the_end
 
 log = logging.getLogger(__name__)
 
 OutputFormat = Literal["png", "jpeg", "webp"]
-T = TypeVar("T")
 
 # Quality search bounds (JPEG and WebP "quality"). Below 40 artefacts get ugly enough that a smaller image looks better.
 QUALITY_MAX = 95
@@ -85,30 +84,18 @@ async def fit_for_upload(
                 ready = _check_in_memory(source, file_limit)
                 if ready is not None:
                     return ready
-                source = await _to_thread_to_the_end(_write_to_workdir, source, workdir)
+                source = await to_thread_to_the_end(_write_to_workdir, source, workdir)
             ready = await asyncio.to_thread(_check_as_is, source, file_limit, preferred_format)
             if ready is not None:
                 return ready
             async with limiter:
-                return await _to_thread_to_the_end(_reencode_to_fit, source, file_limit, workdir, preferred_format)
+                return await to_thread_to_the_end(_reencode_to_fit, source, file_limit, workdir, preferred_format)
         except Exception:
             # A link beats losing the image, whatever went wrong in the re-encoding.
             log.exception("could not fit image %d for upload; posting it as a link", source.index)
             return _as_link(source, "could not be prepared for upload", preferred_format)
 
     return list(await asyncio.gather(*(fit(source) for source in images)))
-
-
-async def _to_thread_to_the_end(function: Callable[..., T], *args: object) -> T:
-    """``asyncio.to_thread``, except that a cancelled caller still waits for the thread to end (a thread cannot be
-    stopped): one writing into the job's work folder would otherwise create it again after the job removed it."""
-    work = asyncio.ensure_future(asyncio.to_thread(function, *args))
-    try:
-        return await asyncio.shield(work)
-    except asyncio.CancelledError:
-        with contextlib.suppress(BaseException):
-            await work
-        raise
 
 
 def describe_size(size_bytes: int) -> str:

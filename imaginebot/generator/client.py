@@ -27,6 +27,7 @@ from imaginebot.generator.errors import (
 )
 from imaginebot.generator.slots import DownloadSlots
 from imaginebot.generator.types import DownloadedImage, GenerationRequest, GenerationResult, MalformedResult
+from imaginebot.threads import to_thread_to_the_end
 
 log = logging.getLogger(__name__)
 
@@ -341,11 +342,12 @@ class GeneratorClient:
                 if size > MAX_IMAGE_BYTES:  # no image is this large: a broken server must not fill the disk
                     raise _FinalFetchError(f"more than {MAX_IMAGE_BYTES} bytes, more than any image")
                 if len(buffer) >= _FLUSH_AT:
-                    await asyncio.to_thread(spool.write, bytes(buffer))
+                    # To the end even if cancelled: discard() below must come after the file exists.
+                    await to_thread_to_the_end(spool.write, bytes(buffer))
                     buffer.clear()
             if size <= keep and len(buffer) == size:  # small enough, and nothing went to the file
                 return None, bytes(buffer), size
-            path = await asyncio.to_thread(spool.finish, bytes(buffer))
+            path = await to_thread_to_the_end(spool.finish, bytes(buffer))
         except BaseException as exc:
             await asyncio.shield(asyncio.to_thread(spool.discard))
             if isinstance(exc, OSError) and not isinstance(exc, aiohttp.ClientError):

@@ -171,3 +171,29 @@ def test_the_result_says_which_images_did_not_come_and_charges_only_the_rest() -
     fields = {field["name"]: field["value"] for field in embed["fields"]}
     assert fields["Cost"] == "1 credit"
     assert fields["Notes"] == "2 images of the 3 asked for did not come from the generator: 2 credits refunded."
+
+
+async def test_a_broken_connection_on_the_cut_short_notice_still_ends_in_a_refund_and_a_dm() -> None:
+    broken = aiohttp.ServerDisconnectedError
+    messenger = RecordingMessenger({("followup", 0): broken(), ("followup", 1): broken()})
+    job = a_job()
+    with pytest.raises(DeliveryFailed):
+        await messenger.deliver(job, a_delivery(job, 3))
+    assert "Only part of your result" in messenger.dms[-1]
+
+
+class StatusUnreachable(RecordingMessenger):
+    """The real settling of the old status message, which the connection then fails."""
+
+    async def _settle_stale_status(self, job: Job, content: str) -> None:
+        await JobMessenger._settle_stale_status(self, job, content)
+
+    async def _edit_status_in_channel(self, job: Job, shows: str, fields: dict[str, Any]) -> None:
+        raise aiohttp.ServerDisconnectedError()
+
+
+async def test_images_posted_in_the_channel_stay_delivered_when_the_old_status_cannot_be_reached() -> None:
+    messenger = StatusUnreachable({})
+    job = dataclasses.replace(a_job(), token_expires_at=datetime.now(UTC) - timedelta(minutes=1), status_message_id=5)
+    receipt = await messenger.deliver(job, a_delivery(job, 1))  # a receipt: the job is delivered, not failed
+    assert [where for where, _ in messenger.calls] == ["channel"] and receipt.message_id is not None

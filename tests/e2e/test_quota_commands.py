@@ -421,3 +421,14 @@ async def test_the_report_after_a_reset_does_not_say_nobody_generated(world: Wor
     text = interaction.original.content or ""
     assert "1 credit spent" in text and "Nobody has generated" not in text, text
     assert "given back by a moderator" in text, text
+
+
+async def test_the_report_on_a_day_of_refunds_says_nothing_was_charged(world: World) -> None:
+    await world.start_bot()
+    world.onemin.fail_next("500")
+    failed = await world.imagine(world.member, prompt="a storm", **ONE_CREDIT)
+    await failed.wait_for(lambda i: any("not charged" in (m.content or "") for m in i.messages), timeout=30)
+    interaction = await world.discord.invoke(world.moderator, world.channel, "quota", subcommand="report")
+    await interaction.wait_for(lambda i: i.original is not None and bool(i.original.attachments), timeout=10)
+    text = interaction.original.content or ""
+    assert "Every request was refunded" in text and "moderator" not in text, text

@@ -957,3 +957,32 @@ async def test_more_images_than_asked_for_are_cut_to_the_count(session: aiohttp.
     finally:
         await runner.cleanup()
     assert result.asset_paths == three[:2]
+
+
+async def test_a_download_cancelled_while_its_first_write_waits_on_a_slow_disk_leaves_no_file(
+    session: aiohttp.ClientSession, spool: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = b"\x89PNG" + b"\0" * (600 * 1024)  # over the in-memory size: written to a file
+    real_write = client_module._Spool.write
+
+    def slow_write(self: Any, data: bytes) -> None:  # the thread is still before creating the file when cancelled
+        time.sleep(0.3)
+        real_write(self, data)
+
+    monkeypatch.setattr(client_module._Spool, "write", slow_write)
+
+    async def images(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="image/png")
+
+    runner, base, _ = await tiny_server(images)
+    try:
+        client = GeneratorClient(session, api_key=KEY, api_url=base, asset_url=base, spool_dir=spool)
+        downloading = asyncio.create_task(client.download(GenerationResult("r", ["a.png", "b.png"], None, None, 0.0)))
+        await asyncio.sleep(0.15)
+        downloading.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await downloading
+    finally:
+        await runner.cleanup()
+    await asyncio.get_running_loop().shutdown_default_executor()  # every worker thread has ended
+    assert spooled(spool) == []

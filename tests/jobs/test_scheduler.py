@@ -121,6 +121,23 @@ async def test_a_member_back_right_after_their_turn_waits_behind_those_still_wai
     await scheduler.close()
 
 
+async def test_once_nobody_waits_an_old_turn_is_forgotten() -> None:
+    recorder = Recorder()
+    scheduler = FairScheduler(run=recorder.run, max_concurrent=1, max_per_member=2)
+    scheduler.submit(1, member_id=1)  # A runs
+    await settle()
+    scheduler.submit(2, member_id=2)  # B waits
+    recorder.release(1)  # A goes idle while B waits (A's turn is kept), then B's job starts: nobody waits
+    await settle()
+    assert recorder.started[-1] == 2
+    scheduler.submit(3, member_id=1)  # A asks, while nobody waits: a fresh start
+    scheduler.submit(4, member_id=3)  # C asks after A
+    recorder.release(2)
+    await settle()
+    assert recorder.started[-1] == 3
+    await scheduler.close()
+
+
 async def test_a_quick_rerolling_member_gets_no_more_turns_than_the_others() -> None:
     recorder = Recorder()
     scheduler = FairScheduler(run=recorder.run, max_concurrent=1, max_per_member=1)
