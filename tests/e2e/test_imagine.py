@@ -181,3 +181,15 @@ async def test_a_restart_mid_job_refunds_and_tells_the_member(world: World) -> N
     await interaction.wait_for(lambda i: "restarted" in content_of(i), timeout=30)
     assert any("restarted" in (message.content or "") for message in interaction.followups)
     assert "10 credits left" in await world.quota_me()
+
+
+async def test_discords_rate_limits_delay_the_result_but_lose_nothing(world: World) -> None:
+    await world.start_bot()
+    # Discord answers 429 (with retry_after) to the bot's next two webhook edits: the result's upload.
+    world.discord.rate_limit_next("PATCH", "/webhooks/", times=2, retry_after=0.3)
+    interaction = await world.imagine(prompt="a patient heron", quality="low")
+    await interaction.wait_for(has_attachments(1), timeout=30)
+    edits = [r for r in world.discord.requests if r.method == "PATCH" and r.route and r.route.startswith("/webhooks/")]
+    assert [r.status for r in edits[:3]] == [429, 429, 200]  # sent again, files and all, after each wait
+    assert edits[2].time - edits[0].time >= 0.55
+    assert "9.75 credits left" in await world.quota_me()  # delivered, so charged

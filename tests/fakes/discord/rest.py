@@ -129,7 +129,8 @@ def _middleware(fake: FakeDiscord) -> Any:
         fake.requests.append(record)
         try:
             _check_authorization(fake, request, record.route)
-            response = await handler(request)
+            limited = _rate_limited(fake, request.method, record.route or record.path)
+            response = limited if limited is not None else await handler(request)
         except DiscordHTTPError as error:
             if error.problem is not None:
                 fake.protocol_errors.append(f"{error.code}: {request.method} {record.path}: {error.problem}")
@@ -139,7 +140,8 @@ def _middleware(fake: FakeDiscord) -> Any:
             fake.protocol_errors.append(f"{error.status}: {request.method} {record.path}: no such route in the fake")
             response = json_response({"message": f"{error.status}: {error.reason}", "code": 0}, error.status)
         record.status = response.status
-        _add_rate_limit_headers(response, record.route or record.path)
+        if response.status != 429:
+            _add_rate_limit_headers(response, record.route or record.path)
         fake.signal.notify()
         return response
 
@@ -152,6 +154,22 @@ def _check_authorization(fake: FakeDiscord, request: web.Request, template: str 
         return
     if request.headers.get("Authorization") != f"Bot {fake.token}":
         raise DiscordHTTPError(401, 0, "401: Unauthorized", problem="missing or wrong bot token")
+
+
+def _rate_limited(fake: FakeDiscord, method: str, route: str) -> web.Response | None:
+    """The 429 a test asked for with rate_limit_next(), if this request is the next one it matches."""
+    for index, (limited_method, prefix, retry_after) in enumerate(fake.pending_rate_limits):
+        if limited_method == method and route.startswith(prefix):
+            del fake.pending_rate_limits[index]
+            body = {"message": "You are being rate limited.", "retry_after": retry_after, "global": False}
+            response = json_response(body, 429)
+            response.headers["Retry-After"] = str(max(1, round(retry_after)))
+            response.headers["Via"] = "1.1 google"
+            _add_rate_limit_headers(response, route)
+            response.headers["X-RateLimit-Remaining"] = "0"
+            response.headers["X-RateLimit-Reset-After"] = f"{retry_after:.3f}"
+            return response
+    return None
 
 
 def _add_rate_limit_headers(response: web.StreamResponse, route: str) -> None:

@@ -94,6 +94,8 @@ class FakeDiscord:
         self.bodies_seen: Counter[tuple[str, str]] = Counter()
         self.bodies_validated = 0
         self.protocol_errors: list[str] = []
+        # 429s to answer, in order, to the next requests matching (method, route prefix): see rate_limit_next().
+        self.pending_rate_limits: list[tuple[str, str, float]] = []
         self.requests: list[RecordedRequest] = []
         self.signal = ChangeSignal()
         self.gateway = Gateway(self)
@@ -417,6 +419,12 @@ class FakeDiscord:
     def delete_message(self, message: FakeMessage) -> None:
         """Mark a message deleted."""
         message.deleted = True
+
+    def rate_limit_next(self, method: str, route_prefix: str, *, times: int = 1, retry_after: float = 0.2) -> None:
+        """Answer the next ``times`` requests whose method and route template (e.g. ``/webhooks/``) match with a
+        429, as Discord does: its JSON body (retry_after, global false), Retry-After, the X-RateLimit headers with
+        nothing remaining, and ``Via`` (discord.py waits and sends again only when it is there)."""
+        self.pending_rate_limits.extend((method.upper(), route_prefix, retry_after) for _ in range(times))
 
     # --- payloads ---
 
