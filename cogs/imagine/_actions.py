@@ -144,26 +144,23 @@ async def delete(interaction: Interaction, job_id: int) -> None:
     await interaction.response.defer()
     if interaction.message is None:
         return
-    failed = False
-    try:
-        # The pressed message is this interaction's own ("@original" after a deferred update): deleting it through
-        # the interaction's webhook needs no permission in the channel, which the bot may not even see.
-        await interaction.delete_original_response()
-    except discord.NotFound:
-        pass  # already gone
-    except discord.HTTPException as error:
-        log.info("job %s: deleting result message %s failed: %s", job_id, interaction.message.id, error)
-        failed = True
+    # The pressed message is this interaction's own ("@original" after a deferred update): deleting it through
+    # the interaction's webhook needs no permission in the channel, which the bot may not even see.
+    removals = [(interaction.message.id, interaction.delete_original_response)]
     if interaction.message.id == job.result_message_id and job.result_channel_id is not None:
         channel = interaction.client.get_partial_messageable(job.result_channel_id, guild_id=job.guild_id)
-        for message_id in job.result_extra_message_ids:
-            try:
-                await channel.get_partial_message(message_id).delete()
-            except discord.NotFound:
-                pass
-            except discord.HTTPException as error:
-                log.info("job %s: deleting result message %s failed: %s", job_id, message_id, error)
-                failed = True
+        removals += [
+            (message_id, channel.get_partial_message(message_id).delete) for message_id in job.result_extra_message_ids
+        ]
+    failed = False
+    for message_id, remove in removals:
+        try:
+            await remove()
+        except discord.NotFound:
+            pass  # already gone
+        except discord.HTTPException as error:
+            log.info("job %s: deleting result message %s failed: %s", job_id, message_id, error)
+            failed = True
     if failed:
         await interaction.followup.send(
             "I could not delete all of that result.", ephemeral=True, allowed_mentions=_render.NO_PINGS

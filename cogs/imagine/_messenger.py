@@ -204,7 +204,7 @@ class JobMessenger:
             await user.send(content, allowed_mentions=_render.NO_PINGS)
             return True
         except DISCORD_FAILURES as error:
-            log.info("job %s: could not DM the requester either: %s", job.id, type(error).__name__)
+            log.info("job %s: could not DM the requester either: %s", job.id, failure_text(error))
             return False
 
     def first_response(self, job: Job, options: ImagineOptions, position: int | None) -> dict[str, Any]:
@@ -267,7 +267,7 @@ class JobMessenger:
         try:
             await self._edit_status_in_channel(job, "settled", {"content": content, "embed": None, "view": None})
         except DISCORD_FAILURES as error:
-            log.info("job %s: could not update its old status message: %s", job.id, type(error).__name__)
+            log.info("job %s: could not update its old status message: %s", job.id, failure_text(error))
 
     def token_refused(self, job: Job) -> None:
         """Discord refused the job's first response: its token has no message to edit, so post elsewhere."""
@@ -415,8 +415,7 @@ class JobMessenger:
     async def _partly_delivered(self, job: Job, posted: int, parts: int, error: Exception) -> None:
         """Part of the result is up and the rest cannot follow: say so beside it (the result stays), then fail the
         job, refunded: ``DeliveryFailed``. The member is not charged for images they did not all get."""
-        # A connection error's text holds the request's URL, and with it the interaction's token.
-        reason = str(error) if isinstance(error, discord.HTTPException) else type(error).__name__
+        reason = failure_text(error)
         log.warning("job %s: %d of %d result messages posted, then: %s", job.id, posted, parts, reason)
         content = _render.partly_delivered_message(job, posted, parts, reason)
         try:
@@ -434,8 +433,9 @@ class JobMessenger:
         """Post ``messages`` on the interaction: the first into the status message, the rest as followups."""
         webhook = self.webhook(job)
         for number, (content, embed, images) in enumerate(messages):
+            view = result_view(job.id) if number == 0 else discord.utils.MISSING
+            message: discord.WebhookMessage | None = None
             if number == 0:
-                view = result_view(job.id)
                 try:
                     message = await self.edit_status(
                         job,
@@ -450,19 +450,12 @@ class JobMessenger:
                         raise
                     # The status message was deleted while the job ran (a moderator tidying up): post it anew.
                     log.info("job %s: its status message is gone (%s); posting the result anew", job.id, error)
-                    message = await webhook.send(
-                        content=content or discord.utils.MISSING,
-                        embed=embed or discord.utils.MISSING,
-                        files=_files(delivery, images),
-                        view=view,
-                        wait=True,
-                        allowed_mentions=_render.NO_PINGS,
-                    )
-            else:
+            if message is None:
                 message = await webhook.send(
                     content=content or discord.utils.MISSING,
                     embed=embed or discord.utils.MISSING,
                     files=_files(delivery, images),
+                    view=view,
                     wait=True,
                     allowed_mentions=_render.NO_PINGS,
                 )
@@ -487,6 +480,12 @@ class JobMessenger:
                 allowed_mentions=_requester_only(job.user_id) if first else _render.NO_PINGS,
             )
             posted.append(message.id)
+
+
+def failure_text(error: BaseException) -> str:
+    """One of DISCORD_FAILURES, safe to log or show: Discord's answer, or only the type of a connection error
+    (its text holds the request's URL, and with it the interaction's token)."""
+    return str(error) if isinstance(error, discord.HTTPException) else type(error).__name__
 
 
 def _token_dead(error: discord.HTTPException) -> bool:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-import aiohttp
 import discord
 
 from cogs.imagine import _render
+from cogs.imagine._messenger import DISCORD_FAILURES, failure_text
 from cogs.members import role_ids
 from imaginebot.jobs import DEFAULT_ATTACHMENT_LIMIT, JobRequest, OverQuota, Stopping
 from imaginebot.options import ImagineOptions, OptionError, ServerDefaults, check_not_blocked, resolve_options
@@ -94,10 +94,10 @@ async def accept(interaction: discord.Interaction[ImagineBot], options: ImagineO
     fields = bot.messenger.first_response(job, options, outcome.position)
     try:
         response = await interaction.response.send_message(**fields)
-    except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as error:
+    except DISCORD_FAILURES as error:
         # A connection that broke or timed out is as good as a refusal: the member may have seen nothing, and the
         # error must not reach the command's error handler, which would say nothing was charged.
-        reason = error if isinstance(error, discord.HTTPException) else type(error).__name__  # its text has the URL
+        reason = failure_text(error)
         if await bot.jobs.abandon(job, f"Discord refused the first response: {reason}"):
             bot.messenger.forget(job.id)  # refunded and never run: nothing more will be shown
             return
