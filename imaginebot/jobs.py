@@ -122,6 +122,10 @@ class DeliveryFailed(Exception):
     """The result could be posted nowhere (token expired, channel closed to the bot, no DM)."""
 
 
+class _Withdrawn(Exception):
+    """A job waiting out a 429 was cancelled: the generator never took it, and cancel() refunded it."""
+
+
 class JobEvents(Protocol):
     """The Discord side of a job's life; implemented by the imagine cog.
 
@@ -182,8 +186,12 @@ class JobService:
         self._last_refresh = 0.0
         self._background: set[asyncio.Task[None]] = set()
         self._in_memory_free = IN_MEMORY_TOTAL_BYTES
-        # Jobs cancelled since the start (ids only), so a second Cancel is told so even before the first is written.
+        # Jobs whose cancellation is being written, so a second Cancel meanwhile is told it was cancelled.
         self._cancelled: set[int] = set()
+        # Jobs held back before the generator outside the queue: a start the store refused, to be retried (its
+        # timer), and a request the generator answered with 429, waiting to be sent again (set when cancelled).
+        self._start_retries: dict[int, asyncio.TimerHandle] = {}
+        self._rate_limited: dict[int, asyncio.Future[None]] = {}
         # The tasks of jobs posting their results, by job id (see close()).
         self._delivering: dict[int, asyncio.Task[object]] = {}
 
@@ -270,16 +278,44 @@ class JobService:
         return True
 
     async def cancel(self, job_id: int, *, actor_id: int | None = None) -> bool:
-        """Cancel a queued job and refund it (``actor_id``: who pressed Cancel, kept with the refund). False if it is
-        no longer waiting (started or finished)."""
-        if not self.scheduler.cancel(job_id):
+        """Cancel a job the generator has not taken and refund it (``actor_id``: who pressed Cancel, kept with the
+        refund). False if it is at the generator or finished.
+
+        Cancellable: a queued job, one whose start is about to be retried, and one waiting out a 429 (the generator
+        refused it, so nothing was spent; see ``waiting``).
+        """
+        if not self._withdraw(job_id):
             return False
         self._cancelled.add(job_id)
-        cancelled = await self.store.fail_job(
-            job_id, state="cancelled", error="cancelled before it started", actor_id=actor_id
-        )
+        try:
+            cancelled = await self.store.fail_job(
+                job_id, state="cancelled", error="cancelled before it started", actor_id=actor_id
+            )
+        finally:
+            self._cancelled.discard(job_id)
         self._forget(job_id)
         return cancelled
+
+    def _withdraw(self, job_id: int) -> bool:
+        """Take a job out of every line it waits in before the generator; False if it waits in none."""
+        if self.scheduler.cancel(job_id):
+            return True
+        retry = self._start_retries.pop(job_id, None)
+        if retry is not None:
+            retry.cancel()
+            return True
+        waiting = self._rate_limited.pop(job_id, None)
+        if waiting is not None and not waiting.done():
+            waiting.set_result(None)  # its task ends at once, without a word: the Cancel click answers
+            return True
+        return False
+
+    def waiting(self, job_id: int) -> bool:
+        """Whether the job waits before the generator, so that Cancel still works: queued, its start about to be
+        retried, or waiting out a 429."""
+        return (
+            self.scheduler.position(job_id) is not None or job_id in self._start_retries or job_id in self._rate_limited
+        )
 
     async def was_cancelled(self, job_id: int) -> bool:
         """Whether the job was cancelled (a second press of Cancel, perhaps while the first is being written)."""
@@ -352,7 +388,9 @@ class JobService:
                 log.exception("job %s: the store failed as it was starting; it runs after the next start", job_id)
                 return
             log.exception("job %s: the store failed as it was starting; queued again in %.0f s", job_id, START_RETRY)
-            asyncio.get_running_loop().call_later(START_RETRY, self.scheduler.submit, job_id, known.user_id)
+            self._start_retries[job_id] = asyncio.get_running_loop().call_later(
+                START_RETRY, self._retry_start, job_id, known.user_id
+            )
             return
         events = self._events()
         # Created by the fitting only if an image needs re-encoding: no file-system call on the loop here.
@@ -413,6 +451,8 @@ class JobService:
         except DeliveryFailed as error:
             log.warning("job %s: images were made but could not be posted anywhere: %s", job_id, error)
             await self._fail(job, f"delivery failed: {error}", None, result)
+        except _Withdrawn:
+            log.info("job %s was cancelled while it waited out the generator's rate limit", job_id)
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -495,8 +535,24 @@ class JobService:
                 log.info("job %s: generator rate limit, trying again in %.1f s (attempt %s)", job.id, wait, attempt)
                 self.scheduler.pause(wait)
                 await self._notify(self._events().on_rate_limited(job, wait), job)
-                await asyncio.sleep(wait)
+                if await self._wait_out_rate_limit(job.id, wait):
+                    raise _Withdrawn from None
                 await self._notify(self._events().on_resent(job), job)
+
+    async def _wait_out_rate_limit(self, job_id: int, seconds: float) -> bool:
+        """Sleep through a 429's wait, cancellable meanwhile (see ``cancel``); True if it was cancelled."""
+        withdrawn = asyncio.get_running_loop().create_future()
+        self._rate_limited[job_id] = withdrawn
+        try:
+            await asyncio.wait([withdrawn], timeout=seconds)
+        finally:
+            self._rate_limited.pop(job_id, None)
+        # Checked after waking: a Cancel that came between the timeout and this line still wins.
+        return withdrawn.done()
+
+    def _retry_start(self, job_id: int, user_id: int) -> None:
+        self._start_retries.pop(job_id, None)
+        self.scheduler.submit(job_id, user_id)  # ignored once the bot is stopping
 
     async def _fail(self, job: Job, detail: str, sentence: str | None, result: GenerationResult | None) -> None:
         refunded = await self.store.fail_job(

@@ -46,7 +46,8 @@ async def _may_manage(interaction: Interaction, job: Job) -> bool:
 
 
 async def cancel(interaction: Interaction, job_id: int) -> None:
-    """The requester or a moderator cancels a queued job; it is refunded and never delivered."""
+    """The requester or a moderator cancels a job the generator has not taken (queued, or waiting out a 429); it is
+    refunded and never delivered."""
     job = await _job_here(interaction, job_id)
     if job is None:
         return

@@ -309,11 +309,19 @@ class JobMessenger:
                 await asyncio.shield(task)
 
     async def on_rate_limited(self, job: Job, seconds: float) -> None:
-        """The generator said 429: the job waits and is sent again."""
+        """The generator said 429: the job waits, with a Cancel button, and is sent again."""
         options = job_options(job)
         until = datetime.now(UTC) + timedelta(seconds=seconds)
         content = _render.rate_limited_status(job, options, seconds, until)
-        self._throttled(job, lambda: ("rate-limited", {"content": content}))
+
+        def render() -> StatusEdit | None:
+            if not self.bot.jobs.waiting(job.id):  # sent again, or cancelled, while the edit waited
+                return None
+            view = discord.ui.View(timeout=None)
+            view.add_item(CancelButton(job.id))  # the generator has not taken it: Cancel still refunds it
+            return "rate-limited", {"content": content, "view": view}
+
+        self._throttled(job, render)
 
     async def on_resent(self, job: Job) -> None:
         """The job went to the generator again after a rate-limit wait."""
@@ -323,7 +331,7 @@ class JobMessenger:
             return
         if self._shown.get(job.id) == "rate-limited":
             content = _render.generating_status(job, job_options(job), datetime.now(UTC))
-            self._throttled(job, lambda: ("generating", {"content": content}))
+            self._throttled(job, lambda: ("generating", {"content": content, "view": None}))
 
     async def on_failed(self, job: Job, sentence: str) -> None:
         """One plain sentence about what went wrong; the job was refunded."""

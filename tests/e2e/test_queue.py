@@ -228,6 +228,30 @@ async def test_rate_limit_pauses_the_queue_and_fails_nothing(world: World) -> No
     assert "9 credits left" in await world.quota_me()
 
 
+async def test_a_job_waiting_out_a_429_shows_cancel_and_cancelling_refunds_it(world: World) -> None:
+    await world.start_bot()
+    world.onemin.fail_next("429", retry_after=60)
+    limited = await world.imagine(world.other, prompt="held back", size="1536x1024")  # 1.5 credits
+    await limited.wait_for(lambda i: "slow down" in status(i) and has_button(i.original, "Cancel"), timeout=10)
+    assert "8.5 credits left" in await world.quota_me(world.other)
+
+    refused = await world.discord.click(
+        world.member, world.channel, limited.original, button_id(limited.original, "Cancel")
+    )
+    callback = await refused.wait_for_callback(timeout=3)
+    assert callback["type"] == 4 and callback["data"]["flags"] & EPHEMERAL and "Only the member" in content_of(refused)
+
+    cancel = await world.discord.click(
+        world.other, world.channel, limited.original, button_id(limited.original, "Cancel")
+    )
+    assert (await cancel.wait_for_callback(timeout=3))["type"] == 7
+    assert "Cancelled" in status(limited) and not has_button(limited.original, "Cancel")
+    assert "10 credits left" in await world.quota_me(world.other)
+    await asyncio.sleep(1)
+    assert prompts(world) == ["held back"]  # the one request the generator refused, never sent again
+    assert "Cancelled" in status(limited)  # no later status edit undid it
+
+
 async def test_expired_token_delivers_in_the_channel_pinging_only_the_requester(world: World) -> None:
     world.onemin.latency = 1
     await world.start_bot()

@@ -191,6 +191,36 @@ async def test_a_job_is_delayed_by_any_number_of_rate_limits_never_failed(
     assert await harness.used() == job.cost
 
 
+async def test_a_job_waiting_out_a_429_can_be_cancelled_and_is_never_sent_again(harness: Harness) -> None:
+    harness.generator.errors = [RateLimited(retry_after=30)]
+    job = await harness.submit()
+    await harness.events.wait_for("rate-limited")
+    assert harness.service.waiting(job.id)
+    assert await harness.service.cancel(job.id, actor_id=MEMBER)
+    settled = await harness.settled(job)
+    assert settled.state == "cancelled"
+    assert await harness.used() == 0
+    await asyncio.sleep(0.05)
+    assert harness.generator.posts == 1
+    assert "resent" not in harness.events.kinds() and "failed" not in harness.events.kinds()
+    assert not harness.service.waiting(job.id)
+    assert not await harness.service.cancel(job.id)  # a second press: nothing left to cancel
+    assert await harness.service.was_cancelled(job.id)
+
+
+async def test_a_job_sent_again_after_its_429_can_no_longer_be_cancelled(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs_module, "MIN_RATE_LIMIT_WAIT", 0.01)
+    harness.generator.errors = [RateLimited(retry_after=0)]
+    job = await harness.submit()
+    await harness.events.wait_for("resent")
+    assert not harness.service.waiting(job.id)
+    assert not await harness.service.cancel(job.id)
+    assert (await harness.settled(job)).state == "delivered"
+    assert await harness.used() == job.cost
+
+
 @pytest.mark.parametrize(
     ("retry_after", "backoff", "expected"),
     [
@@ -344,6 +374,41 @@ async def test_a_queued_job_whose_start_the_store_refuses_is_queued_again_not_st
     for job in (first, second, third):
         assert (await harness.settled(job)).state == "delivered"
     assert not failures
+
+
+async def test_a_job_whose_start_is_about_to_be_retried_can_be_cancelled(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs_module, "START_RETRY", 0.2)
+    gate = asyncio.Event()
+
+    async def held(job: Job, delivery: Delivery) -> DeliveryReceipt:
+        await gate.wait()
+        return DeliveryReceipt(CHANNEL, 1000 + job.id)
+
+    harness.events.deliver_with = held
+    first, second = await harness.submit(), await harness.submit()
+    third = await harness.submit()  # queued
+
+    async def failing_mark_running(job_id: int, **kwargs: Any) -> bool:
+        raise ConnectionResetError("connection reset")
+
+    real_mark_running = harness.store.mark_running
+    monkeypatch.setattr(harness.store, "mark_running", failing_mark_running)
+    gate.set()
+    for job in (first, second):
+        assert (await harness.settled(job)).state == "delivered"
+    await wait_until(
+        lambda: harness.service.waiting(third.id) and harness.service.position(third.id) is None,
+        2,
+        "the start to wait for its retry",
+    )
+    monkeypatch.setattr(harness.store, "mark_running", real_mark_running)
+    assert await harness.service.cancel(third.id)
+    assert (await harness.settled(third)).state == "cancelled"
+    await asyncio.sleep(0.4)  # past the retry: it does not start
+    assert harness.generator.posts == 2
+    assert (await harness.store.get_job(third.id)).state == "cancelled"  # type: ignore[union-attr]
 
 
 async def test_a_request_written_while_the_bot_begins_to_stop_is_given_back(
