@@ -60,6 +60,13 @@ class ImagineBot(commands.Bot):
         )
         self.settings = settings
 
+    async def login(self, token: str) -> None:
+        """Log in (and run ``setup_hook``); Discord unreachable or down says so in one line (``DiscordUnreachable``)."""
+        try:
+            await super().login(token)
+        except (aiohttp.ClientConnectionError, TimeoutError, discord.DiscordServerError) as error:
+            raise DiscordUnreachable(self.settings.discord_api_url, error) from error
+
     async def setup_hook(self) -> None:
         """Create the shared resources, load the cogs, sync the commands and settle jobs left by a dead process."""
         settings = self.settings
@@ -163,6 +170,14 @@ class DatabaseUnavailable(Exception):
         super().__init__(f"DATABASE_URL: the database could not be opened ({text})")
 
 
+class DiscordUnreachable(Exception):
+    """Discord could not be reached (or answered 5xx) at start: said in one line, naming DISCORD_API_URL."""
+
+    def __init__(self, api_url: str, error: Exception) -> None:
+        text = f"{type(error).__name__}: {error}".splitlines()[0] if str(error) else type(error).__name__
+        super().__init__(f"Discord could not be reached at {api_url} ({text}); check the network or DISCORD_API_URL")
+
+
 class RedactSecrets(logging.Filter):
     """Replace the token, the API key and interaction tokens wherever they would appear in a log line."""
 
@@ -261,20 +276,21 @@ def main() -> int:
         return 2
     listener = setup_logging(settings)
     point_discord_at(settings)
-    unavailable: DatabaseUnavailable | None = None
+    unavailable: DatabaseUnavailable | DiscordUnreachable | None = None
     try:
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             runner.run(run(ImagineBot(settings), settings.discord_token))
     except discord.LoginFailure:
         log.error("Discord refused the bot token (DISCORD_TOKEN); check it in the developer portal")
         return 1
-    except DatabaseUnavailable as error:
+    except (DatabaseUnavailable, DiscordUnreachable) as error:
         unavailable = error
     finally:
         listener.stop()
     if unavailable is not None:  # after the log lines so far, on a line of its own
         print(f"Cannot start: {unavailable}", file=sys.stderr)
-        return 2
+        # 2: a setting to fix; 1: a network that may come back (a restart policy tries again).
+        return 2 if isinstance(unavailable, DatabaseUnavailable) else 1
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 
 import pytest
@@ -130,3 +131,20 @@ async def test_a_database_that_cannot_be_opened_stops_the_bot_with_one_line_nami
     last = stderr.decode().strip().splitlines()[-1]
     assert last.startswith("Cannot start: DATABASE_URL: the database could not be opened ("), last
     assert "Traceback" not in stderr.decode() and "Event loop is closed" not in stderr.decode()
+
+
+async def test_an_unreachable_discord_stops_the_bot_with_one_line_naming_the_url(world: World) -> None:
+    with socket.socket() as closed:  # a port nobody listens on: connection refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    api_url = f"http://127.0.0.1:{port}/api/v10"
+    env = world.env(DISCORD_API_URL=api_url)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "bot.py", cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 1
+    last = stderr.decode().strip().splitlines()[-1]
+    assert last.startswith(f"Cannot start: Discord could not be reached at {api_url} (ClientConnectorError"), last
+    assert "Traceback" not in stderr.decode() and "Event loop is closed" not in stderr.decode()
+    assert env["DISCORD_TOKEN"] not in stderr.decode()
