@@ -126,6 +126,9 @@ class ImagineBot(commands.Bot):
         """One place for command errors: refusals become short ephemeral messages, the rest is logged."""
         if isinstance(error, NotModerator | app_commands.NoPrivateMessage):
             message = str(error) or "You cannot use this command here."
+        elif isinstance(error, app_commands.TransformerError) and error.type == discord.AppCommandOptionType.user:
+            # A member option naming someone who has left the server: Discord sends the user without member data.
+            message = "That user is not a member of this server (any more); pick someone who is."
         elif isinstance(error, app_commands.CheckFailure):
             message = "You cannot use this command here."
         else:

@@ -460,7 +460,7 @@ class JobService:
             await self._fail(
                 job,
                 f"internal error: {error!r}",
-                f"Something broke on the bot's side (job {job_id}); you were not charged. Please try again.",
+                f"Something broke on the bot's side (job {job_id}). Please try again.",
                 result,
             )
         finally:

@@ -131,22 +131,33 @@ def over_quota_message(refused: Refused, cost: int) -> str:
     resets = discord_timestamp(refused.resets_at)
     cost_text = f"This request costs {credits_text(cost)}"
     if refused.scope == "member":
+        have = f"{cost_text}, but you have {credits_text(left)} left of your {credits_text(refused.limit.credits)} "
+        have += f"per {refused.limit.period}."
+        if refused.limit.credits <= 0:  # nothing smaller would pass, and waiting does not help
+            return f"{have} A moderator can raise your limit (`/quota set`)."
+        if left <= 0:
+            return f"{have} Your quota resets {resets}; until then, a moderator can raise it (`/quota set`)."
+        return f"{have} Your quota resets {resets}. Try fewer images, a smaller size or a lower quality."
+    budget = f"{credits_text(refused.limit.credits)} per {refused.limit.period}"
+    if refused.scope == "server":
         return (
-            f"{cost_text}, but you have {credits_text(left)} left of your "
-            f"{credits_text(refused.limit.credits)} per {refused.limit.period}. Your quota resets {resets}. "
-            "Try fewer images, a smaller size or a lower quality."
+            f"{cost_text}, but this server's budget of {budget} has only {credits_text(left)} left. It resets "
+            f"{resets}; a moderator can raise it (`/quota budget`)."
         )
-    whose = "this server's" if refused.scope == "server" else "the bot's overall"
     return (
-        f"{cost_text}, but {whose} budget of {credits_text(refused.limit.credits)} per {refused.limit.period} "
-        f"has only {credits_text(left)} left. It resets {resets}."
+        f"{cost_text}, but the bot's overall budget of {budget} has only {credits_text(left)} left. It resets "
+        f"{resets}; only the bot's operator can raise it."
     )
 
 
 def failure_message(job: Job, sentence: str) -> str:
     """A failed job: what went wrong in one sentence, and that nothing was charged."""
     refund = credits_text(job.cost)
-    return f"⚠️ <@{job.user_id}>, your image could not be made. {sentence}\n-# You were not charged ({refund} refunded)."
+    count = (job.options.get("request") or {}).get("count", 1)  # read leniently: this must never fail
+    images = "your images" if isinstance(count, int) and count > 1 else "your image"
+    # The sentence may quote the generator's words: shown literally.
+    said = escape_markdown(sentence)
+    return f"⚠️ <@{job.user_id}>, {images} could not be made. {said}\n-# You were not charged ({refund} refunded)."
 
 
 def partly_delivered_message(job: Job, posted: int, parts: int, error: str) -> str:

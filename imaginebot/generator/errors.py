@@ -67,7 +67,10 @@ class GeneratorError(Exception):
 class BadRequest(GeneratorError):
     """The generator refused the request as invalid (HTTP 400 and other 4xx not covered below)."""
 
-    summary = "The generator refused the request."
+    summary = (
+        "The generator refused the request. Try other options (size, quality, format); if it keeps happening, "
+        "tell a server moderator."
+    )
 
     @property
     def user_message(self) -> str:
@@ -80,24 +83,21 @@ class BadRequest(GeneratorError):
 class AuthenticationFailed(GeneratorError):
     """The API key was refused (401, or a JSON 403)."""
 
-    summary = "The bot's API key was refused by the generator; tell the bot's operator."
+    summary = (
+        "The image service refused the bot's API key: a set-up problem on the bot's side, not your quota. "
+        "Please tell a server moderator."
+    )
 
 
 class InsufficientCredits(GeneratorError):
     """The 1min.ai account is out of credits (402, or an error whose wording is about credits or balance)."""
 
-    summary = "The bot's generator account has run out of credits; tell the bot's operator."
-
-    @property
-    def user_message(self) -> str:
-        """The shortage, with the generator's own words since their shape is not documented."""
-        if self.reason:
-            return _sentence(
-                f"The bot's generator account has run out of credits "
-                f"(the generator said: {_quote(self.reason).rstrip('.')}); "
-                "tell the bot's operator"
-            )
-        return self.summary
+    # The generator's own words (often "please top up") go to the operator's log only: to a member they read as
+    # their own quota, or as an invitation to pay.
+    summary = (
+        "The bot's account at the image service is out of funds (this is not your quota). "
+        "Please tell a server moderator."
+    )
 
 
 class RateLimited(GeneratorError):

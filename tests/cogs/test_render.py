@@ -1,13 +1,16 @@
-"""How the bot echoes a member's prompt: markdown shown literally, links left working, in linear time."""
+"""What the bot says: the prompt echoed literally (links left working, in linear time), refusals and failures."""
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 import discord
 import pytest
 
-from cogs.imagine._render import PROMPT_ECHO_LIMIT, escape_markdown, escaped_prompt
+from cogs.imagine._render import PROMPT_ECHO_LIMIT, escape_markdown, escaped_prompt, failure_message, over_quota_message
+from imaginebot.limits import Limit
+from imaginebot.store import Job, Refused
 
 # An unescaped "[": one not preceded by an odd number of backslashes.
 UNESCAPED_BRACKET = re.compile(r"(?<!\\)(?:\\\\)*\[")
@@ -44,3 +47,37 @@ def test_a_prompt_built_to_make_a_regex_backtrack_is_escaped_whole(prompt: str) 
     escaped = escaped_prompt(prompt)
     assert len(escaped) <= PROMPT_ECHO_LIMIT
     assert not UNESCAPED_BRACKET.search(escaped.removesuffix(" …"))
+
+
+def refusal(scope: str, credits: int, used: int) -> Refused:
+    return Refused(scope, Limit(credits, "day"), used, datetime(2026, 1, 2, tzinfo=UTC))  # type: ignore[arg-type]
+
+
+def test_over_quota_suggests_a_smaller_request_only_when_one_could_pass() -> None:
+    some_left = over_quota_message(refusal("member", 100, 75), 100)
+    assert "costs 1 credit" in some_left and "0.25 credits left of your 1 credit per day" in some_left
+    assert "Try fewer images" in some_left
+
+    none_left = over_quota_message(refusal("member", 200, 200), 25)
+    assert "0 credits left of your 2 credits per day" in none_left and "resets <t:" in none_left
+    assert "Try fewer" not in none_left and "`/quota set`" in none_left
+
+    no_allowance = over_quota_message(refusal("member", 0, 0), 25)
+    assert "0 credits left of your 0 credits per day" in no_allowance
+    assert "Try fewer" not in no_allowance and "resets" not in no_allowance and "moderator" in no_allowance
+
+
+def test_budget_refusals_say_who_can_raise_them() -> None:
+    assert "`/quota budget`" in over_quota_message(refusal("server", 300, 290), 100)
+    assert "operator" in over_quota_message(refusal("global", 300, 290), 100)
+
+
+def test_a_failure_quoting_the_generator_shows_its_words_literally() -> None:
+    job = Job(
+        id=7, guild_id=1, channel_id=2, user_id=3, application_id=4, interaction_id=5, interaction_token="t",
+        token_expires_at=datetime(2026, 1, 1, tzinfo=UTC), options={"request": {"count": 3}}, cost=300,
+        state="failed", created_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )  # fmt: skip
+    text = failure_message(job, "The generator could not make the image: **1024x1024** is not_supported.")
+    assert "\\*\\*1024x1024\\*\\*" in text and "not\\_supported" in text
+    assert text.startswith("⚠️ <@3>, your images could not be made.")

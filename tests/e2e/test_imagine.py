@@ -119,12 +119,12 @@ async def test_safety_block_is_told_plainly(world: World) -> None:
     assert "safety" in content_of(interaction).lower()
 
 
-async def test_wrong_api_key_tells_the_member_to_tell_the_operator(world: World) -> None:
+async def test_wrong_api_key_tells_the_member_to_tell_a_moderator(world: World) -> None:
     await world.start_bot(ONEMIN_API_KEY="wrong-key-also-secret")
     interaction = await world.imagine(prompt="anything")
     await interaction.wait_for(lambda i: "not charged" in content_of(i), timeout=30)
     text = content_of(interaction)
-    assert "API key was refused" in text and "operator" in text
+    assert "refused the bot's API key" in text and "not your quota" in text and "moderator" in text
     assert "wrong-key-also-secret" not in text and "wrong-key-also-secret" not in world.bot.log()
     assert "10 credits left" in await world.quota_me()
     assert world.onemin.rejected == ["missing or wrong API-KEY header"]

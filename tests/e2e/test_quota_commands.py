@@ -409,6 +409,10 @@ async def test_a_member_who_left_can_still_be_cleared_reset_and_viewed(world: Wo
     assert "Gave back 0.25 credits" in await say(world, mod, "quota", "reset", member=alice)
     assert "Removed" in await say(world, mod, "quota", "clear", member=alice)
     assert "10 credits left" in await say(world, mod, "quota", "view", member=alice)  # the bot-wide default again
+    # A new limit only for members: said plainly, not as a failure of the bot.
+    text = await say(world, mod, "quota", "set", member=alice, credits=2)
+    assert "not a member of this server" in text and "went wrong" not in text, text
+    assert "went wrong" not in world.bot.log().lower() and "command quota set failed" not in world.bot.log()
 
 
 async def test_the_report_after_a_reset_does_not_say_nobody_generated(world: World) -> None:

@@ -376,7 +376,7 @@ async def test_presigned_url_query_is_sent_byte_for_byte(client: GeneratorClient
         ("429-html", RateLimited, "busy"),
         ("200-failed", GenerationFailed, "upstream model"),
         ("moderation", ContentRejected, "safety"),
-        ("insufficient-credits", InsufficientCredits, "out of credits"),
+        ("insufficient-credits", InsufficientCredits, "out of funds"),
     ],
 )
 async def test_each_failure_maps_to_its_error_after_exactly_one_post(
@@ -571,6 +571,13 @@ def test_failed_record_without_safety_text_is_generation_failed_quoting_the_reas
     error = error_from_response(200, JSON, body(data), {})
     assert type(error) is GenerationFailed
     assert error.user_message == "The generator could not make the image: Upstream returned no image."
+
+
+def test_an_empty_account_is_told_to_members_without_the_services_words_and_logged_with_them() -> None:
+    error = error_from_response(400, JSON, body({"errorCode": "INSUFFICIENT_CREDITS", "message": "Please top up"}), {})
+    assert isinstance(error, InsufficientCredits)
+    assert "top up" not in error.user_message and "not your quota" in error.user_message
+    assert "Please top up" in error.detail
 
 
 def test_failed_record_with_credit_wording_is_insufficient_credits() -> None:
