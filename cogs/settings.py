@@ -25,6 +25,8 @@ Interaction = discord.Interaction["ImagineBot"]
 MAX_BLOCKED_ENTRIES = 500
 # How much of the blocked list /settings show writes in its message; a longer list comes as a file.
 BLOCKED_SHOWN_INLINE = 900
+MESSAGE_LIMIT = 2000
+BLOCKED_IN_FILE = "-# Blocked: all {count} in the attached file, one per line"
 
 
 @app_commands.guild_only()
@@ -58,11 +60,15 @@ class Settings(commands.GroupCog, group_name="settings"):
         guild_id = interaction.guild_id
         s = await self.bot.policy.settings(guild_id)
         mod_role = role_mention(s.mod_role_id, guild_id) if s.mod_role_id else "none (Manage Server only)"
+        max_count = s.max_count or MAX_COUNT
+        count = f"count {s.default_count or 1}"
+        if (s.default_count or 1) > max_count:  # requests use the smaller one
+            count += f" (capped at {max_count} by the most per request)"
         lines = [
             "**/imagine defaults**: "
             f"size {s.default_size or '1024x1024'}, quality {s.default_quality or 'medium'}, "
-            f"count {s.default_count or 1}, format {s.default_format or 'png'}",
-            f"**Most images per request**: {s.max_count or MAX_COUNT}",
+            f"{count}, format {s.default_format or 'png'}",
+            f"**Most images per request**: {max_count}",
             f"**Moderator role**: {mod_role}",
             f"**Log channel**: {f'<#{s.log_channel_id}>' if s.log_channel_id else 'off'}",
             f"**Blocked words**: {len(s.blocked_words)} (listed only here, for moderators)",
@@ -80,18 +86,20 @@ class Settings(commands.GroupCog, group_name="settings"):
         if s.exempt_role_ids:
             exempt = ", ".join(role_mention(role_id, guild_id) for role_id in sorted(s.exempt_role_ids))
             lines.append(f"**Exempt roles**: {exempt}")
+        if self.bot.policy.global_budget is not None:
+            lines.append(f"**Bot-wide budget** (set by the operator): {limit_text(self.bot.policy.global_budget)}")
+        lines = _within(lines, MESSAGE_LIMIT - len(BLOCKED_IN_FILE) - 8)
         extra: dict[str, discord.File] = {}
         if s.blocked_words:
             words = ", ".join(f"`{word}`" for word in s.blocked_words)
-            if len(words) <= BLOCKED_SHOWN_INLINE:
+            room = MESSAGE_LIMIT - len("\n".join(lines)) - len("\n-# Blocked: ")
+            if len(words) <= min(BLOCKED_SHOWN_INLINE, room):
                 lines.append(f"-# Blocked: {words}")
             else:  # the whole list, where a moderator can read it and find what to unblock
-                lines.append(f"-# Blocked: all {len(s.blocked_words)} in the attached file, one per line")
+                lines.append(BLOCKED_IN_FILE.format(count=len(s.blocked_words)))
                 text = "\n".join(s.blocked_words) + "\n"
                 extra["file"] = discord.File(io.BytesIO(text.encode()), filename="blocked-words.txt")
-        if self.bot.policy.global_budget is not None:
-            lines.append(f"**Bot-wide budget** (set by the operator): {limit_text(self.bot.policy.global_budget)}")
-        await say(interaction, "\n".join(lines)[:2000], **extra)
+        await say(interaction, "\n".join(lines), **extra)
 
     @app_commands.command(name="defaults")
     @moderators_only()
@@ -205,6 +213,19 @@ class Settings(commands.GroupCog, group_name="settings"):
             # Saved anyway: a moderator may fix the channel's permissions next.
             text += " I cannot post there yet: give me View Channel and Send Messages in it."
         await say(interaction, text)
+
+
+def _within(lines: list[str], limit: int) -> list[str]:
+    """The lines that fit ``limit`` characters together, whole lines only, with a note when some were left out."""
+    note = "-# (cut short: more than one message holds)"
+    if len("\n".join(lines)) <= limit:
+        return lines
+    kept: list[str] = []
+    for line in lines:
+        if len("\n".join([*kept, line, note])) > limit:
+            break
+        kept.append(line)
+    return [*kept, note]
 
 
 async def setup(bot: ImagineBot) -> None:

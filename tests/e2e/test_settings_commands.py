@@ -64,6 +64,27 @@ async def test_a_long_blocked_list_is_shown_whole_in_a_file(world: World) -> Non
     assert attachment.data.decode().splitlines() == words
 
 
+async def test_a_crowded_settings_page_keeps_every_line_and_moves_the_blocked_list_to_a_file(world: World) -> None:
+    await world.start_bot(GLOBAL_BUDGET_CREDITS="500", GLOBAL_BUDGET_PERIOD="month")
+    mod = world.moderator
+    for n in range(25):
+        role = world.discord.add_role(world.guild, name=f"tier {n}")
+        await say(world, mod, "quota", "set-role", role=role, credits=n + 1, period="week")
+    words = [f"word{n:03d}" for n in range(80)]  # 879 characters inline: short enough alone, not beside the rest
+    assert "Blocked 80 new" in await say(world, mod, "settings", "block", words=", ".join(words))
+    await say(world, mod, "settings", "defaults", count=4)
+    await say(world, mod, "settings", "max-count", count=2)
+    interaction = await world.discord.invoke(mod, world.channel, "settings", subcommand="show")
+    await interaction.wait_for_callback(timeout=3)
+    shown = interaction.original.content or ""
+    assert len(shown) <= 2000
+    assert "count 4 (capped at 2" in shown, shown
+    assert "Bot-wide budget" in shown and "all 80 in the attached file" in shown, shown
+    assert shown.count("`") % 2 == 0
+    [attachment] = interaction.original.attachments
+    assert attachment.data.decode().splitlines() == words
+
+
 async def test_two_moderators_blocking_words_at_once_both_keep_them(world: World) -> None:
     await world.start_bot()
     second = world.discord.add_member(world.guild, username="mod2", permissions=MODERATOR_PERMISSIONS)
@@ -123,7 +144,7 @@ async def test_server_defaults_shape_the_next_request_and_max_count_refuses(worl
     assert prompt_sent(world)["n"] == 1 and prompt_sent(world)["size"] == "1536x1024"
 
     shown = await say(world, mod, "settings", "show")
-    assert "size 1536x1024, quality low, count 2, format webp" in shown, shown
+    assert "size 1536x1024, quality low, count 2 (capped at 1 by the most per request), format webp" in shown, shown
     assert "Most images per request: 1" in shown, shown
 
 
