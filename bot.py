@@ -64,7 +64,8 @@ class ImagineBot(commands.Bot):
         """Log in (and run ``setup_hook``); Discord unreachable or down says so in one line (``DiscordUnreachable``)."""
         try:
             await super().login(token)
-        except (aiohttp.ClientConnectionError, TimeoutError, discord.DiscordServerError) as error:
+        # Not a bare TimeoutError: setup_hook runs inside login, and a store's command timeout is one of those.
+        except (aiohttp.ClientConnectionError, discord.DiscordServerError) as error:
             raise DiscordUnreachable(self.settings.discord_api_url, error) from error
 
     async def setup_hook(self) -> None:

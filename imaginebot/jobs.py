@@ -9,7 +9,7 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -123,7 +123,7 @@ class DeliveryFailed(Exception):
 
 
 class _Withdrawn(Exception):
-    """A job waiting out a 429 was cancelled: the generator never took it, and cancel() refunded it."""
+    """A job waiting out a 429 was cancelled: the generator never took it, and cancel() wrote its refund."""
 
 
 class JobEvents(Protocol):
@@ -191,7 +191,7 @@ class JobService:
         # Jobs held back before the generator outside the queue: a start the store refused, to be retried (its
         # timer), and a request the generator answered with 429, waiting to be sent again (set when cancelled).
         self._start_retries: dict[int, asyncio.TimerHandle] = {}
-        self._rate_limited: dict[int, asyncio.Future[None]] = {}
+        self._rate_limited: dict[int, asyncio.Future[bool]] = {}
         # The tasks of jobs posting their results, by job id (see close()).
         self._delivering: dict[int, asyncio.Task[object]] = {}
 
@@ -284,31 +284,51 @@ class JobService:
         Cancellable: a queued job, one whose start is about to be retried, and one waiting out a 429 (the generator
         refused it, so nothing was spent; see ``waiting``).
         """
-        if not self._withdraw(job_id):
+        settle = self._withdraw(job_id)
+        if settle is None:
             return False
         self._cancelled.add(job_id)
         try:
             cancelled = await self.store.fail_job(
                 job_id, state="cancelled", error="cancelled before it started", actor_id=actor_id
             )
+        except BaseException:
+            settle(False)  # nothing was written: the job takes its place again, and the caller says it failed
+            raise
         finally:
             self._cancelled.discard(job_id)
+        settle(True)
         self._forget(job_id)
         return cancelled
 
-    def _withdraw(self, job_id: int) -> bool:
-        """Take a job out of every line it waits in before the generator; False if it waits in none."""
+    def _withdraw(self, job_id: int) -> Callable[[bool], None] | None:
+        """Take a job out of the line it waits in before the generator, or None if it waits in none.
+
+        The result settles the withdrawal once the cancellation is written (True) or could not be (False: the job
+        goes back where it waited, so it is neither stranded nor run after a Cancel that was written).
+        """
+        job = self._active.get(job_id)
         if self.scheduler.cancel(job_id):
-            return True
+
+            def back_in_the_queue(written: bool) -> None:
+                if not written and job is not None:
+                    self.scheduler.submit(job_id, job.user_id)
+
+            return back_in_the_queue
         retry = self._start_retries.pop(job_id, None)
         if retry is not None:
             retry.cancel()
-            return True
+
+            def retried_later(written: bool) -> None:
+                if not written and job is not None:
+                    self._schedule_start_retry(job_id, job.user_id)
+
+            return retried_later
         waiting = self._rate_limited.pop(job_id, None)
         if waiting is not None and not waiting.done():
-            waiting.set_result(None)  # its task ends at once, without a word: the Cancel click answers
-            return True
-        return False
+            # The waiting job stays asleep until the write's outcome says whether it ends or is sent again.
+            return waiting.set_result
+        return None
 
     def waiting(self, job_id: int) -> bool:
         """Whether the job waits before the generator, so that Cancel still works: queued, its start about to be
@@ -388,9 +408,7 @@ class JobService:
                 log.exception("job %s: the store failed as it was starting; it runs after the next start", job_id)
                 return
             log.exception("job %s: the store failed as it was starting; queued again in %.0f s", job_id, START_RETRY)
-            self._start_retries[job_id] = asyncio.get_running_loop().call_later(
-                START_RETRY, self._retry_start, job_id, known.user_id
-            )
+            self._schedule_start_retry(job_id, known.user_id)
             return
         events = self._events()
         # Created by the fitting only if an image needs re-encoding: no file-system call on the loop here.
@@ -541,14 +559,22 @@ class JobService:
 
     async def _wait_out_rate_limit(self, job_id: int, seconds: float) -> bool:
         """Sleep through a 429's wait, cancellable meanwhile (see ``cancel``); True if it was cancelled."""
-        withdrawn = asyncio.get_running_loop().create_future()
-        self._rate_limited[job_id] = withdrawn
+        cancelled: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._rate_limited[job_id] = cancelled
         try:
-            await asyncio.wait([withdrawn], timeout=seconds)
+            await asyncio.wait([cancelled], timeout=seconds)
+            if job_id not in self._rate_limited:
+                # A Cancel took it (perhaps between the timeout and this line): the outcome of its write decides.
+                # Shielded: a stopping bot cancels this task, never the future that Cancel will settle.
+                return await asyncio.shield(cancelled)
         finally:
             self._rate_limited.pop(job_id, None)
-        # Checked after waking: a Cancel that came between the timeout and this line still wins.
-        return withdrawn.done()
+        return False
+
+    def _schedule_start_retry(self, job_id: int, user_id: int) -> None:
+        self._start_retries[job_id] = asyncio.get_running_loop().call_later(
+            START_RETRY, self._retry_start, job_id, user_id
+        )
 
     def _retry_start(self, job_id: int, user_id: int) -> None:
         self._start_retries.pop(job_id, None)

@@ -411,6 +411,79 @@ async def test_a_job_whose_start_is_about_to_be_retried_can_be_cancelled(
     assert (await harness.store.get_job(third.id)).state == "cancelled"  # type: ignore[union-attr]
 
 
+async def failing_write(*args: Any, **kwargs: Any) -> bool:
+    raise ConnectionResetError("store hiccup")
+
+
+async def test_a_cancel_that_cannot_be_written_sends_a_429_job_again_in_its_time(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs_module, "MIN_RATE_LIMIT_WAIT", 0.01)
+    harness.generator.errors = [RateLimited(retry_after=0.3)]
+    job = await harness.submit()
+    await harness.events.wait_for("rate-limited")
+    real_fail_job = harness.store.fail_job
+    monkeypatch.setattr(harness.store, "fail_job", failing_write)
+    with pytest.raises(ConnectionResetError):
+        await harness.service.cancel(job.id, actor_id=MEMBER)
+    monkeypatch.setattr(harness.store, "fail_job", real_fail_job)
+    # Not stranded: sent again once its wait is over, delivered and charged.
+    assert (await harness.settled(job)).state == "delivered"
+    assert harness.generator.posts == 2
+    assert await harness.used() == job.cost
+
+
+async def test_a_cancel_written_after_the_429_wait_ran_out_still_wins(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs_module, "MIN_RATE_LIMIT_WAIT", 0.01)
+    harness.generator.errors = [RateLimited(retry_after=0.05)]
+    job = await harness.submit()
+    await harness.events.wait_for("rate-limited")
+    real_fail_job = harness.store.fail_job
+
+    async def slow_fail_job(*args: Any, **kwargs: Any) -> bool:
+        await asyncio.sleep(0.3)  # the wait runs out meanwhile
+        return await real_fail_job(*args, **kwargs)
+
+    monkeypatch.setattr(harness.store, "fail_job", slow_fail_job)
+    assert await harness.service.cancel(job.id, actor_id=MEMBER)
+    assert (await harness.settled(job)).state == "cancelled"
+    await asyncio.sleep(0.1)
+    assert harness.generator.posts == 1 and await harness.used() == 0
+
+
+@pytest.mark.parametrize("retrying_start", [False, True])
+async def test_a_cancel_that_cannot_be_written_puts_a_waiting_job_back(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, retrying_start: bool
+) -> None:
+    monkeypatch.setattr(jobs_module, "START_RETRY", 0.1)
+    gate = asyncio.Event()
+
+    async def held(job: Job, delivery: Delivery) -> DeliveryReceipt:
+        await gate.wait()
+        return DeliveryReceipt(CHANNEL, 1000 + job.id)
+
+    harness.events.deliver_with = held
+    first, second = await harness.submit(), await harness.submit()
+    third = await harness.submit()  # queued behind the member's two places
+    real_mark_running = harness.store.mark_running
+    if retrying_start:
+        monkeypatch.setattr(harness.store, "mark_running", failing_write)
+        gate.set()
+        await wait_until(lambda: third.id in harness.service._start_retries, 2, "the start to wait for its retry")
+        monkeypatch.setattr(harness.store, "mark_running", real_mark_running)
+    real_fail_job = harness.store.fail_job
+    monkeypatch.setattr(harness.store, "fail_job", failing_write)
+    with pytest.raises(ConnectionResetError):
+        await harness.service.cancel(third.id, actor_id=MEMBER)
+    monkeypatch.setattr(harness.store, "fail_job", real_fail_job)
+    assert harness.service.waiting(third.id)  # a second press can still cancel it
+    gate.set()
+    for job in (first, second, third):
+        assert (await harness.settled(job)).state == "delivered"
+
+
 async def test_a_request_written_while_the_bot_begins_to_stop_is_given_back(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
