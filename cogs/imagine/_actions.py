@@ -61,13 +61,13 @@ async def cancel(interaction: Interaction, job_id: int) -> None:
             return
         await refuse(interaction, "This request has already started (or finished), so it can no longer be cancelled.")
         return
+    in_flight = bot.messenger.status_edits_in_flight(job_id)
     bot.messenger.forget(job_id)
     who = "" if interaction.user.id == job.user_id else f" by moderator <@{interaction.user.id}>"
-    await interaction.response.edit_message(
-        content=f"🚫 Cancelled{who}. <@{job.user_id}> was refunded {_render.credits_text(job.cost)}.",
-        view=None,
-        allowed_mentions=_render.NO_PINGS,
-    )
+    cancelled = {"content": f"🚫 Cancelled{who}. <@{job.user_id}> was refunded {_render.credits_text(job.cost)}."}
+    await interaction.response.edit_message(**cancelled, view=None, allowed_mentions=_render.NO_PINGS)
+    if in_flight:  # an edit on the job's own token may land after this answer: say it again once they are done
+        bot.messenger.restate_after(job, in_flight, {**cancelled, "view": None})
 
 
 async def rerun(interaction: Interaction, options: ImagineOptions, prompt: str | None = None) -> None:

@@ -36,6 +36,8 @@ LINK_CONTENT_LIMIT = 1900
 # The longest a status edit or a result waits for the job's first response to be confirmed by Discord (which
 # wants it within 3 s anyway); after that it goes ahead and a refusal is handled as usual.
 FIRST_RESPONSE_WAIT = 10.0
+# How long a newer answer (a Cancel's) waits for the status edits already on their way before restating itself.
+RESTATE_WAIT = 60.0
 # A job still queued this long after its first response has its status message's id written to the job table,
 # so that its status can be settled after a restart even if its token dies (see status_posted).
 QUEUED_STATUS_KEEP_AFTER = 5.0
@@ -72,6 +74,8 @@ class JobMessenger:
         self._answering: dict[int, asyncio.Future[None]] = {}
         # Each job's status message (its first response), to settle it as a channel message once the token died.
         self._status_ids: dict[int, int] = {}
+        # Each job's status edits in flight (see status_edits_in_flight).
+        self._edits: dict[int, set[asyncio.Task[None]]] = {}
 
     # -- helpers ------------------------------------------------------------------------------------------------
 
@@ -169,7 +173,36 @@ class JobMessenger:
             except Exception as error:  # a broken connection: the next edit, or the result, will try again
                 log.warning("job %s: status edit failed: %s", job.id, type(error).__name__)
 
-        return self._background(guarded())
+        task = self._background(guarded())
+        edits = self._edits.setdefault(job.id, set())
+        edits.add(task)
+        task.add_done_callback(lambda done: self._edit_done(job.id, done))
+        return task
+
+    def _edit_done(self, job_id: int, task: asyncio.Task[None]) -> None:
+        edits = self._edits.get(job_id)
+        if edits is not None:
+            edits.discard(task)
+            if not edits:
+                del self._edits[job_id]
+
+    def status_edits_in_flight(self, job_id: int) -> list[asyncio.Task[None]]:
+        """The job's status edits already on their way: they may land after an answer given on another token."""
+        return [task for task in self._edits.get(job_id, ()) if not task.done()]
+
+    def restate_after(self, job: Job, edits: list[asyncio.Task[None]], fields: dict[str, Any]) -> None:
+        """Once ``edits`` are done, set the status to ``fields`` again, so that it is what stays.
+
+        A Cancel click answers on its own token, so a "generating" edit already sent on the job's token could land
+        after "Cancelled" and show a cancelled job as generating for good.
+        """
+
+        async def restate() -> None:
+            await asyncio.wait(edits, timeout=RESTATE_WAIT)
+            await self._spawn(job, lambda: ("settled", fields))
+            self.forget(job.id)
+
+        self._background(restate())
 
     def forget(self, job_id: int) -> None:
         """Drop the state kept for a finished job (and any status edit still waiting to be sent)."""

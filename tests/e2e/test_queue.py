@@ -252,6 +252,25 @@ async def test_a_job_waiting_out_a_429_shows_cancel_and_cancelling_refunds_it(wo
     assert "Cancelled" in status(limited)  # no later status edit undid it
 
 
+async def test_a_status_edit_already_on_its_way_does_not_undo_a_cancel(world: World) -> None:
+    await world.start_bot()
+    world.onemin.fail_next("429", retry_after=11)  # the first try waits 11 s (its status edit comes at +5 s)
+    world.onemin.fail_next("429", retry_after=60)  # the resend is refused again: a long wait
+    job = await world.imagine(world.other, prompt="held back")
+    await job.wait_for(lambda i: "slow down" in status(i) and has_button(i.original, "Cancel"), timeout=10)
+    # Discord holds the next status edit (the "generating" one when the 11 s are over) for 3 s.
+    world.discord.rate_limit_next("PATCH", "/webhooks/", retry_after=3.0)
+    await wait_until(lambda: len(world.onemin.requests) == 2, timeout=15, what="the resend")
+    await wait_until(lambda: "attempt 2" in world.bot.log(), timeout=5, what="the second 429 taken in")
+    # The message still shows the first wait's Cancel button, and the job waits again: Cancel works.
+    assert has_button(job.original, "Cancel"), status(job)
+    cancel = await world.discord.click(world.other, world.channel, job.original, button_id(job.original, "Cancel"))
+    assert (await cancel.wait_for_callback(timeout=3))["type"] == 7
+    assert "10 credits left" in await world.quota_me(world.other)
+    await asyncio.sleep(4)  # the held "generating" edit has landed by now, and the bot said "Cancelled" again
+    assert "Cancelled" in status(job) and not has_button(job.original, "Cancel"), status(job)
+
+
 async def test_expired_token_delivers_in_the_channel_pinging_only_the_requester(world: World) -> None:
     world.onemin.latency = 1
     await world.start_bot()
