@@ -16,7 +16,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs.members import moderators_only, role_ids, role_mention
-from imaginebot.credits import CreditsFormatError, credits_text, format_credits, parse_credits
+from imaginebot.credits import CreditsFormatError, credits_text, format_credits, parse_credits, request_cost
 from imaginebot.limits import Limit, ResolvedLimit
 from imaginebot.periods import Period, discord_timestamp, period_bounds
 from imaginebot.store import LedgerEntry
@@ -31,6 +31,15 @@ PeriodChoice = Literal["day", "week", "month"]
 CreditsOption = app_commands.Range[float, 0, 1_000_000_000]
 
 
+# Jobs whose cost was given back in full.
+REFUNDED_STATES = frozenset({"failed", "cancelled", "interrupted"})
+
+
+def this_period(period: Period) -> str:
+    """``today``, ``this week``, ``this month``."""
+    return "today" if period == "day" else f"this {period}"
+
+
 def limit_text(limit: Limit) -> str:
     """``10 credits per day``."""
     return f"{credits_text(limit.credits)} per {limit.period}"
@@ -40,11 +49,11 @@ def source_text(resolved: ResolvedLimit, guild_id: int) -> str:
     """Where a member's limit comes from, in words."""
     role = role_mention(resolved.role_id or 0, guild_id)
     if resolved.source == "exempt":
-        return f"unlimited: exempt through the role {role}"
+        return f"exempt through the role {role}"
     if resolved.source == "member":
         return "set for this member"
     if resolved.source == "role":
-        return f"from the role {role} (the most generous of the member's roles)"
+        return f"from the role {role}, the most generous of the member's roles"
     if resolved.source == "server":
         return "this server's default"
     return "the bot's default"
@@ -86,7 +95,7 @@ class Quota(commands.GroupCog, group_name="quota"):
         source = source_text(resolved, guild_id)
         return (
             f"{member.mention}: **{credits_text(left)} left** of {limit_text(limit)} ({source}).\n"
-            f"Used this {limit.period}: {credits_text(used)}. Resets {discord_timestamp(resets)}."
+            f"Used {this_period(limit.period)}: {credits_text(used)}. Resets {discord_timestamp(resets)}."
         )
 
     @app_commands.command(name="me")
@@ -94,7 +103,16 @@ class Quota(commands.GroupCog, group_name="quota"):
         """Your image credits: limit, used, remaining and when they reset."""
         assert interaction.guild_id is not None and isinstance(interaction.user, discord.Member)
         text = await self._standing(interaction.guild_id, interaction.user)
-        await say(interaction, text + "\n-# One 1024x1024 medium image costs 1 credit.")
+        await say(interaction, f"{text}\n-# {self._prices()}")
+
+    def _prices(self) -> str:
+        """What one 1024x1024 image costs at each quality, from the bot's weights (an operator may change them)."""
+        prices = [
+            f"{credits_text(request_cost(width=1024, height=1024, quality=q, count=1, weights=self.bot.jobs.weights))}"
+            f" at {q}"
+            for q in ("low", "medium", "high")
+        ]
+        return f"One 1024x1024 image costs {', '.join(prices)} quality; larger sizes cost more."
 
     @app_commands.command(name="set")
     @moderators_only()
@@ -220,6 +238,7 @@ class Quota(commands.GroupCog, group_name="quota"):
         if jobs:
             lines = [
                 f"`#{job.id}` {discord_timestamp(job.created_at)} · {job.state} · {credits_text(job.cost)}"
+                + (" (refunded)" if job.state in REFUNDED_STATES else "")
                 for job in jobs
             ]
             text += "\nRecent requests:\n" + "\n".join(lines)
@@ -238,7 +257,8 @@ class Quota(commands.GroupCog, group_name="quota"):
         rows = await store.ledger(guild_id=interaction.guild_id, since=start, until=end)
         top = await store.usage_by_member(guild_id=interaction.guild_id, since=start, until=end)
         spent = sum(entry.amount for entry in rows if entry.reason != "reset")
-        lines = [f"**This {period}** (since {discord_timestamp(start, 'f')}): {credits_text(spent)} spent."]
+        heading = this_period(period).capitalize()
+        lines = [f"**{heading}** (since {discord_timestamp(start, 'f')}): {credits_text(spent)} spent."]
         for rank, (user_id, used) in enumerate(top[:10], start=1):
             lines.append(f"{rank}. <@{user_id}>: {credits_text(used)}")
         if not rows:

@@ -14,7 +14,7 @@ from typing import Any
 
 from imaginebot.periods import Period, discord_timestamp, period_bounds
 from imaginebot.store import open_store
-from tests.e2e.harness import World, has_attachments
+from tests.e2e.harness import World, content_of, has_attachments
 from tests.fakes.discord import FakeInteraction, FakeMember
 
 FOUR_CREDITS = {"size": "2048x2048", "quality": "medium"}
@@ -112,8 +112,17 @@ async def test_member_limit_set_clear_and_server_default_change_what_imagine_acc
 
     view = await say(world, mod, "quota", "view", member=alice)
     assert "1.25 credits left" in view and "1.5 credits per day" in view and "set for this member" in view, view
-    assert "Used this day: 0.25 credits" in view and has_tag(view, reset_tags("day", started)), view
+    assert "Used today: 0.25 credits" in view and has_tag(view, reset_tags("day", started)), view
     assert "Recent requests" in view and "`#1`" in view and "delivered" in view, view
+    assert "(refunded)" not in view, view
+    # A failed request shows as refunded, and /quota me says what images cost at the bot's weights.
+    world.onemin.fail_next("500")
+    failed = await world.imagine(alice, prompt="a failing one", **QUARTER_CREDIT)
+    await failed.wait_for(lambda i: "not charged" in content_of(i), timeout=10)
+    view = await say(world, mod, "quota", "view", member=alice)
+    assert "failed · 0.25 credits (refunded)" in view, view
+    me = await quota_me(world, alice)
+    assert "One 1024x1024 image costs 0.25 credits at low, 1 credit at medium, 4 credits at high quality" in me, me
 
     text = await say(world, mod, "quota", "clear", member=alice)
     assert "the bot's default" in text, text
