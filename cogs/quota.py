@@ -116,7 +116,11 @@ class Quota(commands.GroupCog, group_name="quota"):
 
     @app_commands.command(name="set")
     @moderators_only()
-    @app_commands.describe(member="Who", credits="Credits per period (up to two decimals)", period="day, week or month")
+    @app_commands.describe(
+        member="The member to limit",
+        credits="Credits per period (up to two decimals)",
+        period="day, week or month (default: day)",
+    )
     async def set_member(
         self, interaction: Interaction, member: discord.Member, credits: CreditsOption, period: PeriodChoice = "day"
     ) -> None:
@@ -131,7 +135,9 @@ class Quota(commands.GroupCog, group_name="quota"):
 
     @app_commands.command(name="set-role")
     @moderators_only()
-    @app_commands.describe(role="Members holding this role", credits="Credits per period", period="day, week or month")
+    @app_commands.describe(
+        role="Members holding this role", credits="Credits per period", period="day, week or month (default: day)"
+    )
     async def set_role(
         self, interaction: Interaction, role: discord.Role, credits: CreditsOption, period: PeriodChoice = "day"
     ) -> None:
@@ -150,7 +156,7 @@ class Quota(commands.GroupCog, group_name="quota"):
 
     @app_commands.command(name="set-default")
     @moderators_only()
-    @app_commands.describe(credits="Credits per period", period="day, week or month")
+    @app_commands.describe(credits="Credits per period", period="day, week or month (default: day)")
     async def set_default(self, interaction: Interaction, credits: CreditsOption, period: PeriodChoice = "day") -> None:
         """Set this server's default limit for members with no other limit (moderators)."""
         limit = await limit_from(interaction, credits, period)
@@ -178,7 +184,9 @@ class Quota(commands.GroupCog, group_name="quota"):
 
     @app_commands.command(name="budget")
     @moderators_only()
-    @app_commands.describe(credits="Credits per period for the whole server", period="day, week or month")
+    @app_commands.describe(
+        credits="Credits per period for the whole server", period="day, week or month (default: day)"
+    )
     async def budget(self, interaction: Interaction, credits: CreditsOption, period: PeriodChoice = "day") -> None:
         """Cap what the whole server may spend per period (moderators)."""
         limit = await limit_from(interaction, credits, period)

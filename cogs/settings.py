@@ -179,7 +179,11 @@ class Settings(commands.GroupCog, group_name="settings"):
                 return
             await self._update(interaction, "settings.block", blocked_words=merged)
         added = len(merged) - len(current)
-        await say(interaction, f"Blocked {added} new word(s) or phrase(s); {len(merged)} in all.")
+        if added == 0:
+            await say(interaction, f"All of those were already blocked; {len(merged)} in all.")
+            return
+        entries = "word or phrase" if added == 1 else "words or phrases"
+        await say(interaction, f"Blocked {added} new {entries}; {len(merged)} in all.")
 
     @app_commands.command(name="unblock")
     @moderators_only()
@@ -196,7 +200,11 @@ class Settings(commands.GroupCog, group_name="settings"):
             current = (await self.bot.policy.settings(interaction.guild_id)).blocked_words
             kept = tuple(word for word in current if word not in remove)
             await self._update(interaction, "settings.unblock", blocked_words=kept)
-        await say(interaction, f"Unblocked {len(current) - len(kept)}; {len(kept)} still blocked.")
+        removed = len(current) - len(kept)
+        if removed == 0:
+            await say(interaction, f"None of those were blocked; {len(kept)} still are (`/settings show` lists them).")
+            return
+        await say(interaction, f"Unblocked {removed}; {len(kept)} still blocked.")
 
     @app_commands.command(name="log-channel")
     @moderators_only()

@@ -196,7 +196,7 @@ def size_problems(size: Size) -> list[str]:
         problems.append(f"the longer side is {longer} px; the maximum is {MAX_EDGE}")
     if longer > MAX_RATIO * shorter:
         problems.append(
-            f"{size} is {_ratio_for_problem(size)}; the longest side may be at most {MAX_RATIO} times the shortest"
+            f"{size} is {_ratio_for_problem(size)}; the longer side may be at most {MAX_RATIO} times the shorter"
         )
     return problems
 

@@ -41,7 +41,7 @@ class Imagine(commands.Cog):
     @app_commands.describe(
         prompt="What to draw, in words (up to 4000 characters)",
         size="Width x height in pixels, e.g. 1536x1024 (both multiples of 16); start typing for suggestions",
-        quality="low is fast and cheap, medium is the default, high is the most detailed and costs the most",
+        quality="low is fast and cheap, high the most detailed and costly (default: medium, or the server's)",
         count="How many images, 1 to 10 (each one costs)",
         background="auto lets the model choose; opaque forces a solid background",
         output_format="File format of the images",

@@ -164,5 +164,8 @@ async def delete(interaction: Interaction, job_id: int) -> None:
             failed = True
     if failed:
         await interaction.followup.send(
-            "I could not delete all of that result.", ephemeral=True, allowed_mentions=_render.NO_PINGS
+            "I could not delete all of that result: I may lack permission there. A moderator can remove the rest "
+            "by hand.",
+            ephemeral=True,
+            allowed_mentions=_render.NO_PINGS,
         )

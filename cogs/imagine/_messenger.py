@@ -511,7 +511,8 @@ class JobMessenger:
             first = number == 0
             lead = ""
             if first:
-                lead = f"<@{job.user_id}>, " + ("the rest of your images." if posted else "your images are ready.")
+                ready = "your images are ready." if delivery.options.count > 1 else "your image is ready."
+                lead = f"<@{job.user_id}>, " + ("the rest of your images." if posted else ready)
             text = "\n".join(part for part in (lead, content or "") if part)
             message = await channel.send(
                 content=text or None,

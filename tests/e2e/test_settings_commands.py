@@ -39,7 +39,9 @@ async def test_blocked_words_are_refused_without_echo_and_unblock_allows_them_ag
     await imagine_accepted(world, alice, prompt="Krakenberg castle, red pandas in the fog")
     assert prompt_sent(world)["prompt"] == "Krakenberg castle, red pandas in the fog"
 
+    assert "already blocked" in await say(world, mod, "settings", "block", words="kraken")
     assert "Unblocked 1" in await say(world, mod, "settings", "unblock", words="KRAKEN")
+    assert "None of those were blocked" in await say(world, mod, "settings", "unblock", words="kraken")
     await imagine_accepted(world, alice, prompt="A KRAKEN rises!")
     assert prompt_sent(world)["prompt"] == "A KRAKEN rises!"
     assert BLOCKED in await imagine_refused(world, alice, prompt="one red panda")

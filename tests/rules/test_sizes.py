@@ -116,9 +116,9 @@ def test_size_problems_name_each_rule_in_plain_words() -> None:
     ]
     assert size_problems(Size(4096, 1024)) == [
         "the longer side is 4096 px; the maximum is 3840",
-        "4096x1024 is 4:1; the longest side may be at most 3 times the shortest",
+        "4096x1024 is 4:1; the longer side may be at most 3 times the shorter",
     ]
-    assert size_problems(Size(1024, 4096))[-1].startswith("1024x4096 is 1:4; the longest side")
+    assert size_problems(Size(1024, 4096))[-1].startswith("1024x4096 is 1:4; the longer side")
 
 
 def test_a_ratio_just_over_three_never_reads_as_three() -> None:
