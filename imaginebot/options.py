@@ -158,7 +158,7 @@ def resolve_options(
     if chosen_count > max_count:
         raise OptionError(
             f"This server allows at most {max_count} image{'s' if max_count != 1 else ''} per request; "
-            f"ask for {max_count} or fewer."
+            f"run `/imagine` with `count:` {max_count} or fewer."
         )
 
     if compression is not None:

@@ -442,8 +442,9 @@ class JobMessenger:
             log.warning("job %s: cannot post in channel %s: %s", job.id, job.channel_id, error)
             await self.direct_message(
                 job,
-                f"Your /imagine request ({_render.describe(delivery.options)}) finished after Discord's 15-minute "
-                "window for answering it, and I may not post in that channel, so the images could not be delivered. "
+                f"Your /imagine request ({_render.describe(delivery.options)}) in <#{job.channel_id}> could no longer "
+                "be answered there (Discord's 15-minute window was over, or Discord refused the answer), and I may "
+                "not post in that channel, so the images could not be delivered. "
                 f"You were not charged ({_render.credits_text(job.cost)} refunded).",
             )
             raise DeliveryFailed("interaction token expired and the channel refused the bot") from error
