@@ -139,6 +139,7 @@ class JobEvents(Protocol):
     async def on_resent(self, job: Job) -> None: ...
     async def on_failed(self, job: Job, sentence: str) -> None: ...
     async def on_interrupted(self, job: Job) -> None: ...
+    async def posted_before(self, job: Job) -> DeliveryReceipt | None: ...
     async def deliver(self, job: Job, delivery: Delivery) -> DeliveryReceipt: ...
     async def on_delivered(self, job: Job, delivery: Delivery, receipt: DeliveryReceipt) -> None: ...
 
@@ -354,7 +355,17 @@ class JobService:
         return self.scheduler.position(job_id)
 
     async def recover(self) -> None:
-        """At start: refund and report jobs a dead process left running; queue again the ones still waiting."""
+        """At start: refund and report jobs a dead process left running; queue again the ones still waiting.
+
+        A job whose whole result is already on Discord (the process stopped between posting and recording it) is
+        recorded as delivered instead: the member has their images, so they are charged for them.
+        """
+        for job in await self.store.jobs_in_states(["running"]):
+            receipt = await self._posted_before(job)
+            if receipt is not None and await self.store.mark_delivered(
+                job.id, result_channel_id=receipt.channel_id, result_message_id=receipt.message_id
+            ):
+                log.warning("job %s: its result was posted before the restart; recorded as delivered", job.id)
         interrupted = await self.store.interrupt_running_jobs(
             error="the bot restarted while this image was being generated"
         )
@@ -384,6 +395,16 @@ class JobService:
         await self.scheduler.close()
         for task in list(self._background):
             task.cancel()
+
+    async def _posted_before(self, job: Job) -> DeliveryReceipt | None:
+        """Where the job's result already is on Discord, or None (also when that cannot be found out now)."""
+        try:
+            return await self._events().posted_before(job)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("job %s: could not check whether its result was posted; it is refunded", job.id, exc_info=True)
+            return None
 
     # -- running a job -------------------------------------------------------------------------------------------
 

@@ -390,6 +390,23 @@ class JobMessenger:
                 log.info("job %s: followup about the restart failed: %s", job.id, error)
         await self.tell(job, content)
 
+    async def posted_before(self, job: Job) -> DeliveryReceipt | None:
+        """After a stop between posting a result and recording it: where the result is, if the job's status message
+        carries all its images; else None (not posted, only partly, or the token no longer tells)."""
+        if not self.token_alive(job):
+            return None
+        count = (job.options.get("request") or {}).get("count")
+        if not isinstance(count, int) or count < 1:
+            return None
+        message_id: Any = job.status_message_id or "@original"
+        try:
+            message = await self.webhook(job).fetch_message(message_id)
+        except discord.NotFound:
+            return None
+        if len([a for a in message.attachments if a.filename.startswith("imagine-")]) < count:
+            return None
+        return DeliveryReceipt(message.channel.id, message.id)
+
     async def deliver(self, job: Job, delivery: Delivery) -> DeliveryReceipt:
         """Post the images: on the interaction while its token lives, else in the channel, else explain by DM."""
         await self._before_last_word(job)

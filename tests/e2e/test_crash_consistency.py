@@ -72,6 +72,8 @@ async def test_a_crash_at_any_moment_settles_every_job_and_every_credit(world: W
             assert images == 1, f"job {row['id']} delivered with {images} images on Discord"
         else:
             assert held == 0, f"job {row['id']} {row['state']} but {held} still charged"
+            # Refunded, so not on Discord: a result posted just before the crash is found and charged instead.
+            assert not any(message.attachments for message in interaction.messages), row["state"]
             # The member was told: the status does not still say queued or generating.
             shown = content_of(interaction)
             assert "restart" in shown or "refunded" in shown or "not charged" in shown, (row["state"], shown)

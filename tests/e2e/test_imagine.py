@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 
 from PIL import Image
@@ -181,6 +182,20 @@ async def test_a_restart_mid_job_refunds_and_tells_the_member(world: World) -> N
     await interaction.wait_for(lambda i: "restarted" in content_of(i), timeout=30)
     assert any("restarted" in (message.content or "") for message in interaction.followups)
     assert "10 credits left" in await world.quota_me()
+
+
+async def test_a_crash_after_the_result_was_posted_but_before_it_was_recorded_charges_it(world: World) -> None:
+    await world.start_bot()
+    # Discord takes the result's upload but its answer never reaches the bot: the bot dies waiting for it.
+    world.discord.hold_answer_next("PATCH", "/webhooks/", seconds=30)
+    interaction = await world.imagine(prompt="a lighthouse", count=2, quality="low")
+    await interaction.wait_for(has_attachments(2), timeout=30)
+    await world.restart_bot(crash=True)
+    await wait_until(lambda: "recorded as delivered" in world.bot.log(), timeout=20, what="the recovery")
+    assert "9.5 credits left" in await world.quota_me()  # the member has the images: they are charged
+    await asyncio.sleep(0.5)
+    assert "restarted" not in content_of(interaction) and not interaction.followups
+    assert sum(len(m.attachments) for m in interaction.messages) == 2
 
 
 async def test_discords_rate_limits_delay_the_result_but_lose_nothing(world: World) -> None:

@@ -66,6 +66,8 @@ class RecordedEvents:
     def __init__(self) -> None:
         self.seen: list[tuple[str, Any]] = []
         self.deliver_with: Callable[[Job, Delivery], Any] | None = None
+        # What posted_before() says for a job id at recovery (None: not posted; an exception: cannot tell).
+        self.posted: dict[int, DeliveryReceipt | Exception | None] = {}
 
     async def on_queued(self, job: Job, position: int) -> None:
         self.seen.append(("queued", position))
@@ -84,6 +86,12 @@ class RecordedEvents:
 
     async def on_interrupted(self, job: Job) -> None:
         self.seen.append(("interrupted", job.id))
+
+    async def posted_before(self, job: Job) -> DeliveryReceipt | None:
+        answer = self.posted.get(job.id)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
     async def deliver(self, job: Job, delivery: Delivery) -> DeliveryReceipt:
         self.seen.append(("deliver", delivery))
@@ -409,6 +417,42 @@ async def test_a_job_whose_start_is_about_to_be_retried_can_be_cancelled(
     await asyncio.sleep(0.4)  # past the retry: it does not start
     assert harness.generator.posts == 2
     assert (await harness.store.get_job(third.id)).state == "cancelled"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("other", [None, ConnectionResetError("Discord unreachable")])
+async def test_recovery_charges_a_result_already_posted_and_refunds_the_rest(
+    harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, other: Exception | None
+) -> None:
+    monkeypatch.setattr(jobs_module, "DELIVERY_GRACE_SECONDS", 0.1)  # the stuck deliveries, at the test's end
+    never = asyncio.Event()
+
+    async def cut_short(job: Job, delivery: Delivery) -> DeliveryReceipt:
+        await never.wait()  # the process "dies" while posting: nothing is recorded
+        raise AssertionError
+
+    harness.events.deliver_with = cut_short
+    posted, cut = await harness.submit(), await harness.submit()
+    await wait_until(lambda: harness.events.kinds().count("deliver") == 2, 5, "both deliveries under way")
+    # The next process, on the same database; the other job is not posted, or Discord cannot tell.
+    events = RecordedEvents()
+    events.posted = {posted.id: DeliveryReceipt(CHANNEL, 4242), cut.id: other}
+    after = JobService(
+        store=harness.store,
+        generator=harness.generator,  # type: ignore[arg-type]
+        policy=Policy(harness.store, bot_default=Limit(100_000, "day"), global_budget=None),
+        weights=QualityWeights(),
+        max_concurrent=4,
+        max_per_member=2,
+        spool_dir=tmp_path,
+    )
+    after.events = events
+    await after.recover()
+    await after.close()
+    delivered = await harness.store.get_job(posted.id)
+    assert delivered is not None and delivered.state == "delivered" and delivered.result_message_id == 4242
+    assert (await harness.store.get_job(cut.id)).state == "interrupted"  # type: ignore[union-attr]
+    assert await harness.used() == posted.cost
+    assert [value for kind, value in events.seen if kind == "interrupted"] == [cut.id]
 
 
 async def failing_write(*args: Any, **kwargs: Any) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -143,6 +144,7 @@ def _middleware(fake: FakeDiscord) -> Any:
         if response.status != 429:
             _add_rate_limit_headers(response, record.route or record.path)
         fake.signal.notify()
+        await _held(fake, request.method, record.route or record.path)
         return response
 
     return middleware
@@ -170,6 +172,15 @@ def _rate_limited(fake: FakeDiscord, method: str, route: str) -> web.Response | 
             response.headers["X-RateLimit-Reset-After"] = f"{retry_after:.3f}"
             return response
     return None
+
+
+async def _held(fake: FakeDiscord, method: str, route: str) -> None:
+    """Wait as long as hold_answer_next() asked, if this request is the next one it matches."""
+    for index, (held_method, prefix, seconds) in enumerate(fake.pending_holds):
+        if held_method == method and route.startswith(prefix):
+            del fake.pending_holds[index]
+            await asyncio.sleep(seconds)
+            return
 
 
 def _add_rate_limit_headers(response: web.StreamResponse, route: str) -> None:

@@ -96,6 +96,8 @@ class FakeDiscord:
         self.protocol_errors: list[str] = []
         # 429s to answer, in order, to the next requests matching (method, route prefix): see rate_limit_next().
         self.pending_rate_limits: list[tuple[str, str, float]] = []
+        # Answers to hold back after the request took effect: see hold_answer_next().
+        self.pending_holds: list[tuple[str, str, float]] = []
         self.requests: list[RecordedRequest] = []
         self.signal = ChangeSignal()
         self.gateway = Gateway(self)
@@ -425,6 +427,11 @@ class FakeDiscord:
         429, as Discord does: its JSON body (retry_after, global false), Retry-After, the X-RateLimit headers with
         nothing remaining, and ``Via`` (discord.py waits and sends again only when it is there)."""
         self.pending_rate_limits.extend((method.upper(), route_prefix, retry_after) for _ in range(times))
+
+    def hold_answer_next(self, method: str, route_prefix: str, *, seconds: float) -> None:
+        """Carry out the next request whose method and route template match, then hold its answer ``seconds``:
+        a bot stopped meanwhile has changed Discord without knowing it."""
+        self.pending_holds.append((method.upper(), route_prefix, seconds))
 
     # --- payloads ---
 
