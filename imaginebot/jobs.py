@@ -44,6 +44,10 @@ MAX_RATE_LIMIT_WAIT = 600.0
 DELIVERY_GRACE_SECONDS = 8.0
 # Waits between tries to record a delivered job when the store fails (a lost connection, a locked file).
 RECORD_RETRY_WAITS = (0.5, 2.0, 5.0)
+# At start, jobs a stopped process left running are checked on Discord (was the result already posted?): this
+# many at once, each for at most this long (then it is refunded, as when Discord cannot tell).
+POSTED_CHECKS_AT_ONCE = 16
+POSTED_CHECK_TIMEOUT = 10.0
 # Seconds before a queued job whose start the store refused goes back into the queue.
 START_RETRY = 5.0
 # Discord's documented upload limit for a server without boosts, used when an interaction does not say.
@@ -360,8 +364,15 @@ class JobService:
         A job whose whole result is already on Discord (the process stopped between posting and recording it) is
         recorded as delivered instead: the member has their images, so they are charged for them.
         """
-        for job in await self.store.jobs_in_states(["running"]):
-            receipt = await self._posted_before(job)
+        running = await self.store.jobs_in_states(["running"])
+        checks = asyncio.Semaphore(POSTED_CHECKS_AT_ONCE)
+
+        async def posted_before(job: Job) -> DeliveryReceipt | None:
+            async with checks:
+                return await self._posted_before(job)
+
+        receipts = await asyncio.gather(*(posted_before(job) for job in running))
+        for job, receipt in zip(running, receipts, strict=True):
             if receipt is not None and await self.store.mark_delivered(
                 job.id, result_channel_id=receipt.channel_id, result_message_id=receipt.message_id
             ):
@@ -399,7 +410,8 @@ class JobService:
     async def _posted_before(self, job: Job) -> DeliveryReceipt | None:
         """Where the job's result already is on Discord, or None (also when that cannot be found out now)."""
         try:
-            return await self._events().posted_before(job)
+            async with asyncio.timeout(POSTED_CHECK_TIMEOUT):
+                return await self._events().posted_before(job)
         except asyncio.CancelledError:
             raise
         except Exception:
