@@ -59,17 +59,23 @@ class ImagineBot(commands.Bot):
             help_command=None,
         )
         self.settings = settings
+        self._setting_up = False  # set once login reaches setup_hook
 
     async def login(self, token: str) -> None:
         """Log in (and run ``setup_hook``); Discord unreachable or down says so in one line (``DiscordUnreachable``)."""
         try:
             await super().login(token)
-        # Not a bare TimeoutError: setup_hook runs inside login, and a store's command timeout is one of those.
         except (aiohttp.ClientConnectionError, discord.DiscordServerError) as error:
+            raise DiscordUnreachable(self.settings.discord_api_url, error) from error
+        except TimeoutError as error:
+            # setup_hook runs inside login too: a timeout there is the store's, not Discord's.
+            if self._setting_up:
+                raise
             raise DiscordUnreachable(self.settings.discord_api_url, error) from error
 
     async def setup_hook(self) -> None:
         """Create the shared resources, load the cogs, sync the commands and settle jobs left by a dead process."""
+        self._setting_up = True
         settings = self.settings
         # The connection pool must never cap generations in flight below MAX_CONCURRENT_JOBS (downloads too).
         connector = aiohttp.TCPConnector(limit=max(100, settings.max_concurrent_jobs * 4))

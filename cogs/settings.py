@@ -230,9 +230,8 @@ def _within(lines: list[str], limit: int) -> list[str]:
         return lines
     kept: list[str] = []
     for line in lines:
-        if len("\n".join([*kept, line, note])) > limit:
-            break
-        kept.append(line)
+        if len("\n".join([*kept, line, note])) <= limit:  # a line too long is left out; the ones after it may fit
+            kept.append(line)
     return [*kept, note]
 
 

@@ -377,6 +377,7 @@ class JobService:
                 job.id, result_channel_id=receipt.channel_id, result_message_id=receipt.message_id
             ):
                 log.warning("job %s: its result was posted before the restart; recorded as delivered", job.id)
+                await self._notify(self._log_recovered(job, receipt), job)
         interrupted = await self.store.interrupt_running_jobs(
             error="the bot restarted while this image was being generated"
         )
@@ -406,6 +407,11 @@ class JobService:
         await self.scheduler.close()
         for task in list(self._background):
             task.cancel()
+
+    async def _log_recovered(self, job: Job, receipt: DeliveryReceipt) -> None:
+        """A result found posted at start goes to the server's log channel like any delivered one."""
+        delivery = Delivery(options=job_options(job), groups=[], generation_seconds=0.0, reported_credits=None)
+        await self._events().on_delivered(job, delivery, receipt)
 
     async def _posted_before(self, job: Job) -> DeliveryReceipt | None:
         """Where the job's result already is on Discord, or None (also when that cannot be found out now)."""
@@ -592,17 +598,36 @@ class JobService:
 
     async def _wait_out_rate_limit(self, job_id: int, seconds: float) -> bool:
         """Sleep through a 429's wait, cancellable meanwhile (see ``cancel``); True if it was cancelled."""
-        cancelled: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._rate_limited[job_id] = cancelled
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        cancel_failed = False
+        while True:
+            cancelled: asyncio.Future[bool] = loop.create_future()
+            self._rate_limited[job_id] = cancelled
+            try:
+                await asyncio.wait([cancelled], timeout=max(0.0, deadline - loop.time()))
+                if job_id not in self._rate_limited:
+                    # A Cancel took it (perhaps between the timeout and this line): the outcome of its write decides.
+                    # Shielded: a stopping bot cancels this task, never the future that Cancel will settle.
+                    if await asyncio.shield(cancelled):
+                        return True
+                    cancel_failed = True  # nothing known to be written: the rest of the wait, then sent again
+                    if loop.time() < deadline:
+                        continue
+            finally:
+                self._rate_limited.pop(job_id, None)
+            break
+        # A write that failed may still have been committed (a connection lost after COMMIT): the row decides.
+        return cancel_failed and await self._cancelled_meanwhile(job_id)
+
+    async def _cancelled_meanwhile(self, job_id: int) -> bool:
+        """Whether the job's row is no longer running; a store that cannot tell counts as not (it is sent)."""
         try:
-            await asyncio.wait([cancelled], timeout=seconds)
-            if job_id not in self._rate_limited:
-                # A Cancel took it (perhaps between the timeout and this line): the outcome of its write decides.
-                # Shielded: a stopping bot cancels this task, never the future that Cancel will settle.
-                return await asyncio.shield(cancelled)
-        finally:
-            self._rate_limited.pop(job_id, None)
-        return False
+            job = await self.store.get_job(job_id)
+        except Exception:
+            log.warning("job %s: cannot read whether a Cancel was written; sending it again", job_id, exc_info=True)
+            return False
+        return job is None or job.state != "running"
 
     def _schedule_start_retry(self, job_id: int, user_id: int) -> None:
         self._start_retries[job_id] = asyncio.get_running_loop().call_later(

@@ -8,6 +8,7 @@ import io
 from PIL import Image
 
 from tests.e2e.harness import World, button_id, content_of, has_attachments, wait_until
+from tests.e2e.test_quota_commands import say
 
 LONG_PROMPT_UNIT = "**bold** _it_ `code` @everyone @here <@123456789012345678> <@&223456789012345678> ||spoiler|| "
 
@@ -186,6 +187,8 @@ async def test_a_restart_mid_job_refunds_and_tells_the_member(world: World) -> N
 
 async def test_a_crash_after_the_result_was_posted_but_before_it_was_recorded_charges_it(world: World) -> None:
     await world.start_bot()
+    log_channel = world.discord.add_channel(world.guild, name="image-log")
+    await say(world, world.moderator, "settings", "log-channel", channel=log_channel)
     # Discord takes the result's upload but its answer never reaches the bot: the bot dies waiting for it.
     world.discord.hold_answer_next("PATCH", "/webhooks/", seconds=30)
     interaction = await world.imagine(prompt="a lighthouse", count=2, quality="low")
@@ -196,6 +199,12 @@ async def test_a_crash_after_the_result_was_posted_but_before_it_was_recorded_ch
     await asyncio.sleep(0.5)
     assert "restarted" not in content_of(interaction) and not interaction.followups
     assert sum(len(m.attachments) for m in interaction.messages) == 2
+    # Like any delivered result, it is in the server's log channel.
+    await world.discord.wait_for(
+        lambda: any("a lighthouse" in (m.content or "") for m in world.discord.channel_messages(log_channel)),
+        timeout=10,
+        what="the log channel entry",
+    )
 
 
 async def test_discords_rate_limits_delay_the_result_but_lose_nothing(world: World) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,11 +30,13 @@ class StubGenerator:
 
     def __init__(self) -> None:
         self.posts = 0
+        self.post_times: list[float] = []
         self.errors: list[Exception] = []
         self.short_by = 0  # images fewer than asked for in each answer
 
     async def generate(self, request: Any) -> GenerationResult:
         self.posts += 1
+        self.post_times.append(time.monotonic())
         if self.errors:
             raise self.errors.pop(0)
         return GenerationResult(
@@ -471,10 +474,33 @@ async def test_a_cancel_that_cannot_be_written_sends_a_429_job_again_in_its_time
     with pytest.raises(ConnectionResetError):
         await harness.service.cancel(job.id, actor_id=MEMBER)
     monkeypatch.setattr(harness.store, "fail_job", real_fail_job)
-    # Not stranded: sent again once its wait is over, delivered and charged.
+    # Not stranded: sent again once its wait is over (not before), delivered and charged.
     assert (await harness.settled(job)).state == "delivered"
     assert harness.generator.posts == 2
+    assert harness.generator.post_times[1] - harness.generator.post_times[0] >= 0.29
     assert await harness.used() == job.cost
+
+
+async def test_a_cancel_written_whose_answer_was_lost_is_not_sent_again(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs_module, "MIN_RATE_LIMIT_WAIT", 0.01)
+    harness.generator.errors = [RateLimited(retry_after=0.2)]
+    job = await harness.submit()
+    await harness.events.wait_for("rate-limited")
+    real_fail_job = harness.store.fail_job
+
+    async def commits_then_fails(*args: Any, **kwargs: Any) -> bool:
+        await real_fail_job(*args, **kwargs)
+        raise ConnectionResetError("the answer was lost after COMMIT")
+
+    monkeypatch.setattr(harness.store, "fail_job", commits_then_fails)
+    with pytest.raises(ConnectionResetError):
+        await harness.service.cancel(job.id, actor_id=MEMBER)
+    await asyncio.sleep(0.4)  # past the wait
+    assert harness.generator.posts == 1 and "deliver" not in harness.events.kinds()
+    assert (await harness.store.get_job(job.id)).state == "cancelled"  # type: ignore[union-attr]
+    assert await harness.used() == 0
 
 
 async def test_a_cancel_written_after_the_429_wait_ran_out_still_wins(

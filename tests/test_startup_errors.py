@@ -1,0 +1,53 @@
+"""Which start-up failures are called Discord's: only those of logging in, not the store's inside setup_hook."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import discord
+import pytest
+
+import bot
+from imaginebot.config import load_settings
+from imaginebot.store.sql import SqlStore
+
+
+def settings(tmp_path: Path) -> object:
+    return load_settings(
+        {"DISCORD_TOKEN": "t", "ONEMIN_API_KEY": "k", "DATABASE_URL": f"sqlite:///{tmp_path}/imagine.db"}
+    )
+
+
+async def test_discord_never_answering_the_login_is_discord_unreachable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def never_answers(self: object, token: str) -> None:
+        raise TimeoutError  # aiohttp's total timeout, with no answer at all
+
+    monkeypatch.setattr(discord.http.HTTPClient, "static_login", never_answers)
+    imagine_bot = bot.ImagineBot(settings(tmp_path))  # type: ignore[arg-type]
+    try:
+        with pytest.raises(bot.DiscordUnreachable, match=r"Discord could not be reached at https://discord\.com/api"):
+            await imagine_bot.login("t")
+    finally:
+        await imagine_bot.close()
+
+
+async def test_a_store_timeout_during_setup_is_not_called_discords(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def logged_in(self: discord.Client, token: str) -> None:
+        await self.setup_hook()  # Discord answered; setup_hook runs inside login
+
+    async def times_out(self: object, key: str) -> None:
+        raise TimeoutError  # asyncpg's command timeout
+
+    monkeypatch.setattr(discord.Client, "login", logged_in)
+    monkeypatch.setattr(SqlStore, "get_state", times_out)
+    imagine_bot = bot.ImagineBot(settings(tmp_path))  # type: ignore[arg-type]
+    try:
+        with pytest.raises(TimeoutError) as raised:
+            await imagine_bot.login("t")
+        assert not isinstance(raised.value, bot.DiscordUnreachable)
+    finally:
+        await imagine_bot.close()
