@@ -317,7 +317,7 @@ class JobService:
 
             def back_in_the_queue(written: bool) -> None:
                 if not written and job is not None:
-                    self.scheduler.submit(job_id, job.user_id)
+                    self.scheduler.submit(job_id, job.user_id, first=True)
 
             return back_in_the_queue
         retry = self._start_retries.pop(job_id, None)
@@ -636,7 +636,7 @@ class JobService:
 
     def _retry_start(self, job_id: int, user_id: int) -> None:
         self._start_retries.pop(job_id, None)
-        self.scheduler.submit(job_id, user_id)  # ignored once the bot is stopping
+        self.scheduler.submit(job_id, user_id, first=True)  # ignored once the bot is stopping
 
     async def _fail(self, job: Job, detail: str, sentence: str | None, result: GenerationResult | None) -> None:
         refunded = await self.store.fail_job(

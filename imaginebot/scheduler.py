@@ -23,7 +23,7 @@ class JobQueue(Protocol):
     def claim(self, member_id: int) -> bool: ...
     def release(self, member_id: int) -> None: ...
     def start_claimed(self, job_id: int, member_id: int) -> None: ...
-    def submit(self, job_id: int, member_id: int) -> None: ...
+    def submit(self, job_id: int, member_id: int, *, first: bool = False) -> None: ...
     def cancel(self, job_id: int) -> bool: ...
     def position(self, job_id: int) -> int | None: ...
     def positions(self) -> dict[int, int]: ...
@@ -120,13 +120,18 @@ class FairScheduler:
         self._turn_key[member_id] = (SERVED, next(self._clock))
         self._run_task(job_id, member_id)
 
-    def submit(self, job_id: int, member_id: int) -> None:
-        """Queue a job for ``member_id``; it starts at once if there is room."""
+    def submit(self, job_id: int, member_id: int, *, first: bool = False) -> None:
+        """Queue a job for ``member_id``; it starts at once if there is room. ``first``: before the member's other
+        queued jobs (a job that already had its place, put back after the bot's own failure)."""
         if self._closed or job_id in self._member_of:
             return
         if not self._waiting:
             self._last_served.clear()  # nobody waits: everyone starts afresh
-        self._waiting.setdefault(member_id, deque()).append(job_id)
+        line = self._waiting.setdefault(member_id, deque())
+        if first:
+            line.appendleft(job_id)
+        else:
+            line.append(job_id)
         self._member_of[job_id] = member_id
         if member_id not in self._turn_key:
             # Served a moment ago and back already (a quick re-roll, or Cancel then /imagine): the old turn counts,

@@ -333,3 +333,15 @@ async def test_one_jobs_position_matches_the_whole_queues_order() -> None:
         assert {job: scheduler.position(job) for job in everything} == everything
     assert len(scheduler.positions()) > 50  # the queue got deep
     await scheduler.close()
+
+
+async def test_a_job_put_back_first_goes_before_its_members_later_jobs() -> None:
+    recorder = Recorder()
+    scheduler = FairScheduler(run=recorder.run, max_concurrent=1, max_per_member=1)
+    scheduler.submit(0, member_id=9)  # holds the only slot
+    await settle()
+    scheduler.submit(2, member_id=1)
+    scheduler.submit(3, member_id=1)
+    scheduler.submit(1, member_id=1, first=True)  # the member's earliest, back after the bot's own failure
+    assert [scheduler.position(job_id) for job_id in (1, 2, 3)] == [0, 1, 2]
+    await scheduler.close()
