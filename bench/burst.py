@@ -252,6 +252,8 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             MAX_CONCURRENT_JOBS=str(args.concurrency),
             LOG_LEVEL=args.bot_log_level,
         )
+        if args.database_url:
+            env["DATABASE_URL"] = args.database_url
         if certificate is not None:
             env["SSL_CERT_FILE"] = str(certificate)  # the bot trusts the fakes' certificate, and nothing else
         if args.cprofile:
@@ -372,6 +374,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--py-spy-bin", default=shutil.which("py-spy") or "py-spy", help="the py-spy executable")
     parser.add_argument("--bot-log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     parser.add_argument("--json", type=Path, help="also write the report as JSON to FILE")
+    parser.add_argument(
+        "--database-url",
+        help="the bot's DATABASE_URL (default: a fresh SQLite file); an empty PostgreSQL database, e.g. "
+        "postgresql://user:pass@host/db?search_path=bench (asyncpg takes unknown parameters as server settings)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the bot's log and database (path printed)")
     args = parser.parse_args(argv)
     args.command = " ".join(["python -m bench.burst", *(sys.argv[1:] if argv is None else argv)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 # Said to a request that comes while the bot is stopping (nothing would start it before the next start).
 RESTARTING = "I'm restarting right now; please try again in a minute. Nothing was charged."
+# Discord wants the first response within 3 s of the interaction. If the request is not written by the time the
+# interaction is this old (a store slowed by a burst, a lock, a database server far away), the answer is deferred
+# (public "thinking...") and the status replaces it once the request is written.
+DEFER_AT_AGE = 2.0
 
 
 def server_defaults(settings: GuildSettings) -> ServerDefaults:
@@ -77,12 +82,19 @@ async def accept(interaction: discord.Interaction[ImagineBot], options: ImagineO
         attachment_size_limit=getattr(interaction, "filesize_limit", None) or DEFAULT_ATTACHMENT_LIMIT,
         options=options,
     )
+    deferral = _Deferral(interaction)
     try:
         outcome = await bot.jobs.submit(request)
     except Stopping:  # the stop began while the request was being written
+        await deferral.withdraw()
         await refuse(interaction, RESTARTING)
         return
+    except BaseException:
+        await deferral.withdraw()  # the error handler answers privately: no public "thinking..." left behind
+        raise
+    deferral.stop()
     if isinstance(outcome, OverQuota):
+        await deferral.withdraw()
         await refuse(interaction, _render.over_quota_message(outcome.refused, outcome.cost))
         return
     job = outcome.job
@@ -93,7 +105,12 @@ async def accept(interaction: discord.Interaction[ImagineBot], options: ImagineO
     # No await between submit and first_response: the job's task has not run yet.
     fields = bot.messenger.first_response(job, options, outcome.position)
     try:
-        response = await interaction.response.send_message(**fields)
+        if await deferral.deferred():
+            message = await interaction.edit_original_response(**fields)
+            response_message_id: int | None = message.id
+        else:
+            response = await interaction.response.send_message(**fields)
+            response_message_id = response.message_id
     except DISCORD_FAILURES as error:
         # A connection that broke or timed out is as good as a refusal: the member may have seen nothing, and the
         # error must not reach the command's error handler, which would say nothing was charged.
@@ -107,6 +124,48 @@ async def accept(interaction: discord.Interaction[ImagineBot], options: ImagineO
             "job %s: Discord refused the first response (%s); it runs on and is posted in the channel", job.id, reason
         )
     else:
-        bot.messenger.status_posted(job, response.message_id, queued=outcome.position is not None)
+        bot.messenger.status_posted(job, response_message_id, queued=outcome.position is not None)
     finally:
         bot.messenger.answered(job.id)
+
+
+class _Deferral:
+    """Defers the interaction if the request is still being written when it is DEFER_AT_AGE seconds old."""
+
+    def __init__(self, interaction: discord.Interaction[ImagineBot]) -> None:
+        self.interaction = interaction
+        self._task: asyncio.Task[bool] | None = None
+        # Its age by Discord's clock (the id's timestamp); a clock running behind counts from now.
+        age = max(0.0, (discord.utils.utcnow() - interaction.created_at).total_seconds())
+        self._timer = asyncio.get_running_loop().call_later(max(0.0, DEFER_AT_AGE - age), self._start)
+
+    def _start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._defer())
+
+    async def _defer(self) -> bool:
+        log.info("interaction %s: the request is taking long to write; deferring the answer", self.interaction.id)
+        try:
+            await self.interaction.response.defer(thinking=True)
+        except DISCORD_FAILURES as error:
+            log.warning("interaction %s: could not defer: %s", self.interaction.id, failure_text(error))
+            return False
+        return True
+
+    def stop(self) -> None:
+        """No deferral from now on (one already under way goes on)."""
+        self._timer.cancel()
+
+    async def deferred(self) -> bool:
+        """Whether the answer was deferred: the first response is then an edit of the "thinking..." placeholder."""
+        self.stop()
+        return self._task is not None and await self._task
+
+    async def withdraw(self) -> None:
+        """Remove a public "thinking..." placeholder, so that what follows can be said privately."""
+        if await self.deferred():
+            try:
+                await self.interaction.delete_original_response()
+            except DISCORD_FAILURES as error:
+                log.info(
+                    "interaction %s: could not remove the placeholder: %s", self.interaction.id, failure_text(error)
+                )

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import sqlite3
+from collections.abc import Iterator
 
 from PIL import Image
 
@@ -205,6 +208,43 @@ async def test_a_crash_after_the_result_was_posted_but_before_it_was_recorded_ch
         timeout=10,
         what="the log channel entry",
     )
+
+
+@contextlib.contextmanager
+def database_locked(world: World) -> Iterator[None]:
+    """Another writer holds the bot's SQLite database (the bot waits up to its busy timeout, 5 s)."""
+    with contextlib.closing(sqlite3.connect(world.database, isolation_level=None)) as db:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            db.execute("COMMIT")
+
+
+async def test_a_request_slow_to_write_is_deferred_in_time_then_shows_its_status(world: World) -> None:
+    await world.start_bot()
+    await world.quota_me()  # the settings are read and cached; only the write waits
+    with database_locked(world):
+        interaction = await world.imagine(prompt="a patient lighthouse", quality="low")
+        callback = await interaction.wait_for_callback(timeout=2.9)  # within Discord's 3 s, though not written
+        assert callback["type"] == 5 and not (callback.get("data") or {}).get("flags", 0) & 64  # public
+        await asyncio.sleep(1.0)
+    await interaction.wait_for(has_attachments(1), timeout=30)
+    assert "9.75 credits left" in await world.quota_me()
+
+
+async def test_a_refusal_after_a_deferral_is_private_and_leaves_no_placeholder(world: World) -> None:
+    await world.start_bot()
+    await say(world, world.moderator, "quota", "set", member=world.member, credits=0)
+    with database_locked(world):
+        interaction = await world.imagine(prompt="a patient lighthouse", quality="low")
+        assert (await interaction.wait_for_callback(timeout=2.9))["type"] == 5
+        await asyncio.sleep(1.0)
+    await interaction.wait_for(lambda i: any(m.flags & 64 for m in i.followups), timeout=10)
+    [refusal] = interaction.followups
+    assert "0 credits left" in (refusal.content or "")
+    assert interaction.original is None or interaction.original.deleted
+    assert not world.onemin.requests
 
 
 async def test_discords_rate_limits_delay_the_result_but_lose_nothing(world: World) -> None:
