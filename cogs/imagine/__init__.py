@@ -11,7 +11,7 @@ from discord.ext import commands
 
 from cogs.imagine._actions import handle_modal
 from cogs.imagine._messenger import JobMessenger
-from cogs.imagine._submit import accept, options_from_member
+from cogs.imagine._submit import accept, answered_in_time, options_from_member
 from cogs.imagine._views import DYNAMIC_ITEMS
 from imaginebot.sizes import autocomplete_sizes
 
@@ -59,18 +59,19 @@ class Imagine(commands.Cog):
         compression: app_commands.Range[int, 0, 100] | None = None,
     ) -> None:
         """Generate images with GPT Image 2 from a prompt."""
-        options = await options_from_member(
-            interaction,
-            prompt=prompt,
-            size=size,
-            quality=quality,
-            count=count,
-            background=background,
-            output_format=output_format,
-            compression=compression,
-        )
-        if options is not None:
-            await accept(interaction, options)
+        async with answered_in_time(interaction):
+            options = await options_from_member(
+                interaction,
+                prompt=prompt,
+                size=size,
+                quality=quality,
+                count=count,
+                background=background,
+                output_format=output_format,
+                compression=compression,
+            )
+            if options is not None:
+                await accept(interaction, options)
 
     @imagine.autocomplete("size")
     async def size_autocomplete(

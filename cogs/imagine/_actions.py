@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from cogs.imagine import _render
-from cogs.imagine._submit import accept, options_from_member, refuse
+from cogs.imagine._submit import accept, answered_in_time, options_from_member, refuse
 from cogs.imagine._views import EDIT_MODAL_PREFIX, EDIT_MODAL_PROMPT_ID, EditPromptModal
 from cogs.members import is_moderator
 from imaginebot.jobs import job_options
@@ -91,10 +91,11 @@ async def rerun(interaction: Interaction, options: ImagineOptions, prompt: str |
 
 async def reroll(interaction: Interaction, job_id: int) -> None:
     """The same options again, as a new job charged to whoever clicked."""
-    job = await _job_here(interaction, job_id)
-    options = None if job is None else await _saved_options(interaction, job)
-    if options is not None:
-        await rerun(interaction, options)
+    async with answered_in_time(interaction):
+        job = await _job_here(interaction, job_id)
+        options = None if job is None else await _saved_options(interaction, job)
+        if options is not None:
+            await rerun(interaction, options)
 
 
 async def open_edit_modal(interaction: Interaction, job_id: int) -> None:
@@ -114,10 +115,11 @@ async def handle_modal(interaction: Interaction) -> bool:
     job_id_text = custom_id.removeprefix(EDIT_MODAL_PREFIX)
     if not job_id_text.isdigit():
         return False
-    job = await _job_here(interaction, int(job_id_text))
-    options = None if job is None else await _saved_options(interaction, job)
-    if options is not None:
-        await rerun(interaction, options, _modal_value(data, EDIT_MODAL_PROMPT_ID) or "")
+    async with answered_in_time(interaction):
+        job = await _job_here(interaction, int(job_id_text))
+        options = None if job is None else await _saved_options(interaction, job)
+        if options is not None:
+            await rerun(interaction, options, _modal_value(data, EDIT_MODAL_PROMPT_ID) or "")
     return True
 
 

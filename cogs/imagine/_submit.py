@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import discord
@@ -25,6 +27,8 @@ RESTARTING = "I'm restarting right now; please try again in a minute. Nothing wa
 # interaction is this old (a store slowed by a burst, a lock, a database server far away), the answer is deferred
 # (public "thinking...") and the status replaces it once the request is written.
 DEFER_AT_AGE = 2.0
+SOMETHING_BROKE = "Something went wrong on the bot's side; nothing was charged. Please try again."
+_DEFERRAL_KEY = "imaginebot.deferral"
 
 
 def server_defaults(settings: GuildSettings) -> ServerDefaults:
@@ -39,7 +43,11 @@ def server_defaults(settings: GuildSettings) -> ServerDefaults:
 
 
 async def refuse(interaction: discord.Interaction[ImagineBot], message: str) -> None:
-    """An ephemeral answer that costs nothing and pings nobody."""
+    """An ephemeral answer that costs nothing and pings nobody (a public "thinking..." placeholder removed first)."""
+    deferral: _Deferral | None = interaction.extras.get(_DEFERRAL_KEY)
+    if deferral is not None:
+        deferral.settled = True
+        await deferral.withdraw()
     if interaction.response.is_done():
         await interaction.followup.send(message, ephemeral=True, allowed_mentions=_render.NO_PINGS)
     else:
@@ -82,21 +90,21 @@ async def accept(interaction: discord.Interaction[ImagineBot], options: ImagineO
         attachment_size_limit=getattr(interaction, "filesize_limit", None) or DEFAULT_ATTACHMENT_LIMIT,
         options=options,
     )
-    deferral = _Deferral(interaction)
+    deferral = deferral_for(interaction)
     try:
         outcome = await bot.jobs.submit(request)
     except Stopping:  # the stop began while the request was being written
-        await deferral.withdraw()
         await refuse(interaction, RESTARTING)
         return
-    except BaseException:
-        await deferral.withdraw()  # the error handler answers privately: no public "thinking..." left behind
-        raise
+    except Exception:
+        log.exception("interaction %s: the request could not be written", interaction.id)
+        await refuse(interaction, SOMETHING_BROKE)
+        return
     deferral.stop()
     if isinstance(outcome, OverQuota):
-        await deferral.withdraw()
         await refuse(interaction, _render.over_quota_message(outcome.refused, outcome.cost))
         return
+    deferral.settled = True  # from here the member is answered whatever happens (the status, or the result)
     job = outcome.job
     # Queued before the answer: a job with a free slot goes to the generator now, beside the answer, and the
     # answer itself is the job's status ("generating", or "queued" with its position and a Cancel button), so
@@ -113,8 +121,10 @@ async def accept(interaction: discord.Interaction[ImagineBot], options: ImagineO
             response_message_id = response.message_id
     except DISCORD_FAILURES as error:
         # A connection that broke or timed out is as good as a refusal: the member may have seen nothing, and the
-        # error must not reach the command's error handler, which would say nothing was charged.
+        # error must not reach the command's error handler, which would say nothing was charged. A "thinking..."
+        # placeholder that could not be replaced is removed: the token then has no message, as after a refusal.
         reason = failure_text(error)
+        await deferral.withdraw()
         if await bot.jobs.abandon(job, f"Discord refused the first response: {reason}"):
             bot.messenger.forget(job.id)  # refunded and never run: nothing more will be shown
             return
@@ -129,12 +139,41 @@ async def accept(interaction: discord.Interaction[ImagineBot], options: ImagineO
         bot.messenger.answered(job.id)
 
 
+@contextlib.asynccontextmanager
+async def answered_in_time(interaction: discord.Interaction[ImagineBot]) -> AsyncIterator[None]:
+    """Handle a request (``/imagine``, Re-roll, Edit & re-roll) so that Discord has an answer within 3 s, deferred
+    if need be (see DEFER_AT_AGE), and a failure before the member was answered is told privately (a button's
+    error would otherwise only be logged, and a "thinking..." placeholder left in public)."""
+    deferral = deferral_for(interaction)
+    try:
+        yield
+    except Exception:
+        if deferral.settled:
+            raise
+        log.exception("interaction %s failed before it was answered", interaction.id)
+        await refuse(interaction, SOMETHING_BROKE)
+    finally:
+        deferral.stop()
+
+
+def deferral_for(interaction: discord.Interaction[ImagineBot]) -> _Deferral:
+    """The interaction's deferral timer, started at the first call."""
+    deferral: _Deferral | None = interaction.extras.get(_DEFERRAL_KEY)
+    if deferral is None:
+        deferral = interaction.extras[_DEFERRAL_KEY] = _Deferral(interaction)
+    return deferral
+
+
 class _Deferral:
-    """Defers the interaction if the request is still being written when it is DEFER_AT_AGE seconds old."""
+    """Defers the interaction if it is not answered by the time it is DEFER_AT_AGE seconds old."""
 
     def __init__(self, interaction: discord.Interaction[ImagineBot]) -> None:
         self.interaction = interaction
         self._task: asyncio.Task[bool] | None = None
+        # Whether the member has (or is being given) their answer: a later failure is then not told as "nothing
+        # was charged".
+        self.settled = False
+        self._withdrawn = False
         # Its age by Discord's clock (the id's timestamp); a clock running behind counts from now.
         age = max(0.0, (discord.utils.utcnow() - interaction.created_at).total_seconds())
         self._timer = asyncio.get_running_loop().call_later(max(0.0, DEFER_AT_AGE - age), self._start)
@@ -143,10 +182,12 @@ class _Deferral:
         self._task = asyncio.get_running_loop().create_task(self._defer())
 
     async def _defer(self) -> bool:
-        log.info("interaction %s: the request is taking long to write; deferring the answer", self.interaction.id)
+        if self.interaction.response.is_done():
+            return False
+        log.info("interaction %s: the answer is taking long; deferring it", self.interaction.id)
         try:
             await self.interaction.response.defer(thinking=True)
-        except DISCORD_FAILURES as error:
+        except (*DISCORD_FAILURES, discord.InteractionResponded) as error:
             log.warning("interaction %s: could not defer: %s", self.interaction.id, failure_text(error))
             return False
         return True
@@ -161,8 +202,9 @@ class _Deferral:
         return self._task is not None and await self._task
 
     async def withdraw(self) -> None:
-        """Remove a public "thinking..." placeholder, so that what follows can be said privately."""
-        if await self.deferred():
+        """Remove a public "thinking..." placeholder, so that what follows can be said privately (once)."""
+        if await self.deferred() and not self._withdrawn:
+            self._withdrawn = True
             try:
                 await self.interaction.delete_original_response()
             except DISCORD_FAILURES as error:

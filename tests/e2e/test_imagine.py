@@ -247,6 +247,57 @@ async def test_a_refusal_after_a_deferral_is_private_and_leaves_no_placeholder(w
     assert not world.onemin.requests
 
 
+async def test_a_store_failure_after_a_deferral_is_told_privately_on_a_button_too(world: World) -> None:
+    await world.start_bot()
+    first = await world.imagine(prompt="a red fox", quality="low")
+    await first.wait_for(has_attachments(1), timeout=30)
+    await world.quota_me(world.other)
+    with database_locked(world):
+        click = await world.discord.click(
+            world.other, world.channel, first.original, button_id(first.original, "Re-roll")
+        )
+        assert (await click.wait_for_callback(timeout=2.9))["type"] == 5
+        await asyncio.sleep(6.0)  # past the bot's 5 s busy timeout: the reservation fails
+    await click.wait_for(lambda i: any(m.flags & 64 for m in i.followups), timeout=10)
+    assert "nothing was charged" in click.followups[0].content
+    assert click.original is None or click.original.deleted  # no public "thinking..." left behind
+    assert "10 credits left" in await world.quota_me(world.other)
+
+
+async def test_a_request_from_another_server_waiting_behind_a_slow_write_is_answered_in_time(world: World) -> None:
+    guild = world.discord.add_guild(name="Second Server")
+    channel = world.discord.add_channel(guild, name="art")
+    carol = world.discord.add_member(guild, username="carol")
+    await world.start_bot(DISCORD_GUILD_ID="")  # global commands, in both servers
+    await world.quota_me()
+    with database_locked(world):
+        first = await world.imagine(prompt="a patient lighthouse", quality="low")
+        await asyncio.sleep(0.3)  # its write waits for the file; the second server's settings read waits behind it
+        second = await world.discord.invoke(carol, channel, "imagine", options={"prompt": "a fox", "quality": "low"})
+        await first.wait_for_callback(timeout=2.9)
+        assert (await second.wait_for_callback(timeout=2.9))["type"] == 5
+        await asyncio.sleep(1.0)
+    for interaction in (first, second):
+        await interaction.wait_for(has_attachments(1), timeout=30)
+
+
+async def test_a_placeholder_that_cannot_be_replaced_is_removed_and_the_result_posted_anyway(world: World) -> None:
+    await world.start_bot()
+    await world.quota_me()
+    with database_locked(world):
+        interaction = await world.imagine(prompt="a patient lighthouse", quality="low")
+        assert (await interaction.wait_for_callback(timeout=2.9))["type"] == 5
+        # A moderator deletes the "thinking..." placeholder meanwhile: its edit finds no message.
+        world.discord.fail_next("PATCH", "/webhooks/", status=404, code=10008, message="Unknown Message")
+        await asyncio.sleep(1.0)
+
+    def posted() -> bool:
+        return any(message.attachments for message in world.discord.channel_messages(world.channel))
+
+    await wait_until(posted, timeout=30, what="the result in the channel")
+    assert interaction.original is None or interaction.original.deleted  # no public "thinking..." left behind
+
+
 async def test_discords_rate_limits_delay_the_result_but_lose_nothing(world: World) -> None:
     await world.start_bot()
     # Discord answers 429 (with retry_after) to the bot's next two webhook edits: the result's upload.

@@ -131,6 +131,8 @@ def _middleware(fake: FakeDiscord) -> Any:
         try:
             _check_authorization(fake, request, record.route)
             limited = _rate_limited(fake, request.method, record.route or record.path)
+            if limited is None:
+                limited = _failed(fake, request.method, record.route or record.path)
             response = limited if limited is not None else await handler(request)
         except DiscordHTTPError as error:
             if error.problem is not None:
@@ -171,6 +173,15 @@ def _rate_limited(fake: FakeDiscord, method: str, route: str) -> web.Response | 
             response.headers["X-RateLimit-Remaining"] = "0"
             response.headers["X-RateLimit-Reset-After"] = f"{retry_after:.3f}"
             return response
+    return None
+
+
+def _failed(fake: FakeDiscord, method: str, route: str) -> web.Response | None:
+    """The error a test asked for with fail_next(), if this request is the next one it matches."""
+    for index, (failed_method, prefix, status, code, message) in enumerate(fake.pending_failures):
+        if failed_method == method and route.startswith(prefix):
+            del fake.pending_failures[index]
+            return json_response({"message": message, "code": code}, status)
     return None
 
 

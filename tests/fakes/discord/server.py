@@ -98,6 +98,8 @@ class FakeDiscord:
         self.pending_rate_limits: list[tuple[str, str, float]] = []
         # Answers to hold back after the request took effect: see hold_answer_next().
         self.pending_holds: list[tuple[str, str, float]] = []
+        # Server errors to answer instead of carrying out a request: see fail_next().
+        self.pending_failures: list[tuple[str, str, int, int, str]] = []
         self.requests: list[RecordedRequest] = []
         self.signal = ChangeSignal()
         self.gateway = Gateway(self)
@@ -427,6 +429,20 @@ class FakeDiscord:
         429, as Discord does: its JSON body (retry_after, global false), Retry-After, the X-RateLimit headers with
         nothing remaining, and ``Via`` (discord.py waits and sends again only when it is there)."""
         self.pending_rate_limits.extend((method.upper(), route_prefix, retry_after) for _ in range(times))
+
+    def fail_next(
+        self,
+        method: str,
+        route_prefix: str,
+        *,
+        status: int = 500,
+        code: int = 0,
+        message: str = "500: Internal Server Error",
+    ) -> None:
+        """Answer the next request whose method and route template match with an error (nothing carried out): a
+        500 as Discord gives now and then (discord.py tries a 5xx again, up to five times), or e.g. 404 / 10008
+        "Unknown Message" for a message someone deleted meanwhile."""
+        self.pending_failures.append((method.upper(), route_prefix, status, code, message))
 
     def hold_answer_next(self, method: str, route_prefix: str, *, seconds: float) -> None:
         """Carry out the next request whose method and route template match, then hold its answer ``seconds``:
