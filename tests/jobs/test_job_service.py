@@ -155,6 +155,17 @@ class Harness:
         assert isinstance(outcome, Accepted)
         return outcome.job
 
+    def hold_deliveries(self) -> asyncio.Event:
+        """Deliveries wait until the returned event is set: the jobs keep their places in flight meanwhile."""
+        gate = asyncio.Event()
+
+        async def held(job: Job, delivery: Delivery) -> DeliveryReceipt:
+            await gate.wait()
+            return DeliveryReceipt(CHANNEL, 1000 + job.id)
+
+        self.events.deliver_with = held
+        return gate
+
     async def settled(self, job: Job, timeout: float = 5) -> Job:
         async with asyncio.timeout(timeout):
             while True:
@@ -362,13 +373,7 @@ async def test_a_queued_job_whose_start_the_store_refuses_is_queued_again_not_st
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(jobs_module, "START_RETRY", 0.05)
-    gate = asyncio.Event()
-
-    async def held(job: Job, delivery: Delivery) -> DeliveryReceipt:
-        await gate.wait()
-        return DeliveryReceipt(CHANNEL, 1000 + job.id)
-
-    harness.events.deliver_with = held
+    gate = harness.hold_deliveries()
     first, second = await harness.submit(), await harness.submit()  # the member's two places in flight
     third = await harness.submit()  # queued
     assert (await harness.store.get_job(third.id)).state == "queued"  # type: ignore[union-attr]
@@ -391,21 +396,11 @@ async def test_a_job_whose_start_is_about_to_be_retried_can_be_cancelled(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(jobs_module, "START_RETRY", 0.2)
-    gate = asyncio.Event()
-
-    async def held(job: Job, delivery: Delivery) -> DeliveryReceipt:
-        await gate.wait()
-        return DeliveryReceipt(CHANNEL, 1000 + job.id)
-
-    harness.events.deliver_with = held
+    gate = harness.hold_deliveries()
     first, second = await harness.submit(), await harness.submit()
     third = await harness.submit()  # queued
-
-    async def failing_mark_running(job_id: int, **kwargs: Any) -> bool:
-        raise ConnectionResetError("connection reset")
-
     real_mark_running = harness.store.mark_running
-    monkeypatch.setattr(harness.store, "mark_running", failing_mark_running)
+    monkeypatch.setattr(harness.store, "mark_running", failing_write)
     gate.set()
     for job in (first, second):
         assert (await harness.settled(job)).state == "delivered"
@@ -458,6 +453,15 @@ async def test_recovery_charges_a_result_already_posted_and_refunds_the_rest(
     assert [value for kind, value in events.seen if kind == "interrupted"] == [cut.id]
 
 
+async def waiting_out_a_429(harness: Harness, monkeypatch: pytest.MonkeyPatch, *, retry_after: float) -> Job:
+    """A job the generator answered with a 429, now waiting ``retry_after`` seconds to be sent again."""
+    monkeypatch.setattr(jobs_module, "MIN_RATE_LIMIT_WAIT", 0.01)
+    harness.generator.errors = [RateLimited(retry_after=retry_after)]
+    job = await harness.submit()
+    await harness.events.wait_for("rate-limited")
+    return job
+
+
 async def failing_write(*args: Any, **kwargs: Any) -> bool:
     raise ConnectionResetError("store hiccup")
 
@@ -465,10 +469,7 @@ async def failing_write(*args: Any, **kwargs: Any) -> bool:
 async def test_a_cancel_that_cannot_be_written_sends_a_429_job_again_in_its_time(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(jobs_module, "MIN_RATE_LIMIT_WAIT", 0.01)
-    harness.generator.errors = [RateLimited(retry_after=0.3)]
-    job = await harness.submit()
-    await harness.events.wait_for("rate-limited")
+    job = await waiting_out_a_429(harness, monkeypatch, retry_after=0.3)
     real_fail_job = harness.store.fail_job
     monkeypatch.setattr(harness.store, "fail_job", failing_write)
     with pytest.raises(ConnectionResetError):
@@ -484,10 +485,7 @@ async def test_a_cancel_that_cannot_be_written_sends_a_429_job_again_in_its_time
 async def test_a_cancel_written_whose_answer_was_lost_is_not_sent_again(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(jobs_module, "MIN_RATE_LIMIT_WAIT", 0.01)
-    harness.generator.errors = [RateLimited(retry_after=0.2)]
-    job = await harness.submit()
-    await harness.events.wait_for("rate-limited")
+    job = await waiting_out_a_429(harness, monkeypatch, retry_after=0.2)
     real_fail_job = harness.store.fail_job
 
     async def commits_then_fails(*args: Any, **kwargs: Any) -> bool:
@@ -506,10 +504,7 @@ async def test_a_cancel_written_whose_answer_was_lost_is_not_sent_again(
 async def test_a_cancel_written_after_the_429_wait_ran_out_still_wins(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(jobs_module, "MIN_RATE_LIMIT_WAIT", 0.01)
-    harness.generator.errors = [RateLimited(retry_after=0.05)]
-    job = await harness.submit()
-    await harness.events.wait_for("rate-limited")
+    job = await waiting_out_a_429(harness, monkeypatch, retry_after=0.05)
     real_fail_job = harness.store.fail_job
 
     async def slow_fail_job(*args: Any, **kwargs: Any) -> bool:
@@ -528,13 +523,7 @@ async def test_a_cancel_that_cannot_be_written_puts_a_waiting_job_back(
     harness: Harness, monkeypatch: pytest.MonkeyPatch, retrying_start: bool
 ) -> None:
     monkeypatch.setattr(jobs_module, "START_RETRY", 0.1)
-    gate = asyncio.Event()
-
-    async def held(job: Job, delivery: Delivery) -> DeliveryReceipt:
-        await gate.wait()
-        return DeliveryReceipt(CHANNEL, 1000 + job.id)
-
-    harness.events.deliver_with = held
+    gate = harness.hold_deliveries()
     first, second = await harness.submit(), await harness.submit()
     third = await harness.submit()  # queued behind the member's two places
     real_mark_running = harness.store.mark_running
