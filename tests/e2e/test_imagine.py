@@ -233,6 +233,22 @@ async def test_a_request_slow_to_write_is_deferred_in_time_then_shows_its_status
     assert "9.75 credits left" in await world.quota_me()
 
 
+async def test_a_burst_while_the_database_is_locked_is_answered_in_time_and_delivered(world: World) -> None:
+    members = [world.discord.add_member(world.guild, username=f"member{n}") for n in range(60)]
+    await world.start_bot()
+    await world.quota_me()
+    with database_locked(world):
+        interactions = await asyncio.gather(
+            *(world.imagine(member, prompt=f"burst {n}", quality="low") for n, member in enumerate(members))
+        )
+        callbacks = await asyncio.gather(*(i.wait_for_callback(timeout=2.95) for i in interactions))
+        assert {callback["type"] for callback in callbacks} == {5}  # every one deferred within Discord's 3 s
+        await asyncio.sleep(1.0)
+    for interaction in interactions:
+        await interaction.wait_for(has_attachments(1), timeout=60)
+    assert not world.discord.protocol_errors, world.discord.protocol_errors
+
+
 async def test_a_refusal_after_a_deferral_is_private_and_leaves_no_placeholder(world: World) -> None:
     await world.start_bot()
     await say(world, world.moderator, "quota", "set", member=world.member, credits=0)
