@@ -274,11 +274,18 @@ class JobService:
 
     async def abandon(self, job: Job, reason: str) -> bool:
         """Take back and refund an accepted job that could not even be acknowledged on Discord, if it has not
-        started yet. False if it already went to the generator (it runs on: it is already paid for)."""
+        started yet. False if it already went to the generator, or the store could not take it back (it runs on:
+        it is paid for)."""
         if not self.scheduler.cancel(job.id):
             return False
+        try:
+            await self.store.fail_job(job.id, state="cancelled", error=reason)
+        except Exception:
+            # Still charged: it runs after all (its result then goes wherever it can), rather than wait unseen.
+            log.exception("job %s: could not be taken back (%s); it runs on", job.id, reason)
+            self.scheduler.submit(job.id, job.user_id, first=True)
+            return False
         log.warning("job %s abandoned before it started: %s", job.id, reason)
-        await self.store.fail_job(job.id, state="cancelled", error=reason)
         self._forget(job.id)
         return True
 

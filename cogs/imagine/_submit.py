@@ -28,6 +28,10 @@ RESTARTING = "I'm restarting right now; please try again in a minute. Nothing wa
 # (public "thinking...") and the status replaces it once the request is written.
 DEFER_AT_AGE = 2.0
 SOMETHING_BROKE = "Something went wrong on the bot's side; nothing was charged. Please try again."
+NOT_TAKEN = "Discord did not take my answer to your request, so it was dropped; nothing was charged. Please try again."
+# What a "thinking..." placeholder that could not be removed is turned into, before a private refusal (the first
+# followup after a deferral would otherwise replace it, in public).
+ANSWERED_PRIVATELY = "-# Answered privately."
 _DEFERRAL_KEY = "imaginebot.deferral"
 
 
@@ -127,6 +131,8 @@ async def accept(interaction: discord.Interaction[ImagineBot], options: ImagineO
         await deferral.withdraw()
         if await bot.jobs.abandon(job, f"Discord refused the first response: {reason}"):
             bot.messenger.forget(job.id)  # refunded and never run: nothing more will be shown
+            with contextlib.suppress(*DISCORD_FAILURES):  # Discord may take a private word even so
+                await interaction.followup.send(NOT_TAKEN, ephemeral=True, allowed_mentions=_render.NO_PINGS)
             return
         # Already at the generator, so already paid for: the result goes to the channel with a mention.
         bot.messenger.token_refused(job)
@@ -202,12 +208,18 @@ class _Deferral:
         return self._task is not None and await self._task
 
     async def withdraw(self) -> None:
-        """Remove a public "thinking..." placeholder, so that what follows can be said privately (once)."""
-        if await self.deferred() and not self._withdrawn:
-            self._withdrawn = True
-            try:
-                await self.interaction.delete_original_response()
-            except DISCORD_FAILURES as error:
-                log.info(
-                    "interaction %s: could not remove the placeholder: %s", self.interaction.id, failure_text(error)
-                )
+        """Remove a public "thinking..." placeholder, so that what follows can be said privately (once).
+
+        If it cannot be removed it is edited into a neutral line: the first followup after a deferral replaces the
+        placeholder, in public, whatever its ephemeral flag says.
+        """
+        if not await self.deferred() or self._withdrawn:
+            return
+        self._withdrawn = True
+        try:
+            await self.interaction.delete_original_response()
+            return
+        except DISCORD_FAILURES as error:
+            log.info("interaction %s: could not remove the placeholder: %s", self.interaction.id, failure_text(error))
+        with contextlib.suppress(*DISCORD_FAILURES):
+            await self.interaction.edit_original_response(content=ANSWERED_PRIVATELY, allowed_mentions=_render.NO_PINGS)

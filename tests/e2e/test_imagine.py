@@ -263,6 +263,21 @@ async def test_a_refusal_after_a_deferral_is_private_and_leaves_no_placeholder(w
     assert not world.onemin.requests
 
 
+async def test_a_refusal_after_a_deferral_stays_private_when_the_placeholder_cannot_be_removed(world: World) -> None:
+    await world.start_bot()
+    await say(world, world.moderator, "quota", "set", member=world.member, credits=0)
+    with database_locked(world):
+        interaction = await world.imagine(prompt="a patient lighthouse", quality="low")
+        assert (await interaction.wait_for_callback(timeout=2.9))["type"] == 5
+        # Removing the placeholder fails (any refusal; a 5xx would be tried again for ~16 s first).
+        world.discord.fail_next("DELETE", "/webhooks/", status=400, code=0, message="400: Bad Request")
+        await asyncio.sleep(1.0)
+    await interaction.wait_for(lambda i: any(m.flags & 64 for m in i.followups), timeout=30)
+    assert "0 credits left" in interaction.followups[-1].content
+    original = interaction.original
+    assert original is not None and "credits" not in (original.content or ""), original.content  # not public
+
+
 async def test_a_store_failure_after_a_deferral_is_told_privately_on_a_button_too(world: World) -> None:
     await world.start_bot()
     first = await world.imagine(prompt="a red fox", quality="low")

@@ -543,6 +543,22 @@ async def test_a_cancel_that_cannot_be_written_puts_a_waiting_job_back(
         assert (await harness.settled(job)).state == "delivered"
 
 
+async def test_a_job_that_cannot_be_taken_back_runs_on_rather_than_wait_unseen(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = harness.hold_deliveries()
+    for _ in range(2):  # the member's two places in flight
+        await harness.submit()
+    queued = await harness.submit()
+    real_fail_job = harness.store.fail_job
+    monkeypatch.setattr(harness.store, "fail_job", failing_write)
+    assert not await harness.service.abandon(queued, "Discord refused the first response")  # not taken back
+    monkeypatch.setattr(harness.store, "fail_job", real_fail_job)
+    assert harness.service.position(queued.id) == 0  # back in line, first
+    gate.set()
+    assert (await harness.settled(queued)).state == "delivered"
+
+
 async def test_a_request_written_while_the_bot_begins_to_stop_is_given_back(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
