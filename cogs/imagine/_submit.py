@@ -131,8 +131,9 @@ async def accept(interaction: discord.Interaction[ImagineBot], options: ImagineO
         await deferral.withdraw()
         if await bot.jobs.abandon(job, f"Discord refused the first response: {reason}"):
             bot.messenger.forget(job.id)  # refunded and never run: nothing more will be shown
-            with contextlib.suppress(*DISCORD_FAILURES):  # Discord may take a private word even so
-                await interaction.followup.send(NOT_TAKEN, ephemeral=True, allowed_mentions=_render.NO_PINGS)
+            if await deferral.deferred():  # the interaction was answered (the placeholder): a followup may still go
+                with contextlib.suppress(*DISCORD_FAILURES):
+                    await interaction.followup.send(NOT_TAKEN, ephemeral=True, allowed_mentions=_render.NO_PINGS)
             return
         # Already at the generator, so already paid for: the result goes to the channel with a mention.
         bot.messenger.token_refused(job)
