@@ -173,7 +173,7 @@ class DatabaseUnavailable(Exception):
     """The store could not be opened at start: said in one line, naming DATABASE_URL, its password masked."""
 
     def __init__(self, database_url: str, error: Exception) -> None:
-        text = f"{type(error).__name__}: {error}".splitlines()[0] if str(error) else type(error).__name__
+        text = _one_line(error)
         password = urlsplit(database_url).password if "://" in database_url else None
         if password:
             text = text.replace(password, "***")
@@ -184,8 +184,14 @@ class DiscordUnreachable(Exception):
     """Discord could not be reached (or answered 5xx) at start: said in one line, naming DISCORD_API_URL."""
 
     def __init__(self, api_url: str, error: Exception) -> None:
-        text = f"{type(error).__name__}: {error}".splitlines()[0] if str(error) else type(error).__name__
-        super().__init__(f"Discord could not be reached at {api_url} ({text}); check the network or DISCORD_API_URL")
+        super().__init__(
+            f"Discord could not be reached at {api_url} ({_one_line(error)}); check the network or DISCORD_API_URL"
+        )
+
+
+def _one_line(error: Exception) -> str:
+    """An error as the first line of "Type: message" (or its type alone), for a one-line start-up failure."""
+    return f"{type(error).__name__}: {error}".splitlines()[0] if str(error) else type(error).__name__
 
 
 class RedactSecrets(logging.Filter):

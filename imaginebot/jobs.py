@@ -159,6 +159,13 @@ def job_options(job: Job) -> ImagineOptions:
     return ImagineOptions.from_dict(job.options["request"])
 
 
+def requested_count(job: Job) -> int | None:
+    """How many images the job asked for, read leniently where nothing may fail: None if it cannot be read."""
+    request = job.options.get("request")
+    count = request.get("count") if isinstance(request, dict) else None
+    return count if isinstance(count, int) and count >= 1 else None
+
+
 class JobService:
     """Accepts requests (reserving their cost), runs them through the fair queue and settles every one."""
 
@@ -279,14 +286,12 @@ class JobService:
         if not self.scheduler.cancel(job.id):
             return False
         try:
-            await self.store.fail_job(job.id, state="cancelled", error=reason)
+            await self._write_cancellation(job.id, self._back_in_the_queue(job.id), error=reason)
         except Exception:
             # Still charged: it runs after all (its result then goes wherever it can), rather than wait unseen.
             log.exception("job %s: could not be taken back (%s); it runs on", job.id, reason)
-            self.scheduler.submit(job.id, job.user_id, first=True)
             return False
         log.warning("job %s abandoned before it started: %s", job.id, reason)
-        self._forget(job.id)
         return True
 
     async def cancel(self, job_id: int, *, actor_id: int | None = None) -> bool:
@@ -299,11 +304,15 @@ class JobService:
         settle = self._withdraw(job_id)
         if settle is None:
             return False
+        return await self._write_cancellation(job_id, settle, error="cancelled before it started", actor_id=actor_id)
+
+    async def _write_cancellation(
+        self, job_id: int, settle: Callable[[bool], None], *, error: str, actor_id: int | None = None
+    ) -> bool:
+        """Write a withdrawn job as cancelled and refunded; ``settle`` (see ``_withdraw``) learns whether it was."""
         self._cancelled.add(job_id)
         try:
-            cancelled = await self.store.fail_job(
-                job_id, state="cancelled", error="cancelled before it started", actor_id=actor_id
-            )
+            cancelled = await self.store.fail_job(job_id, state="cancelled", error=error, actor_id=actor_id)
         except BaseException:
             settle(False)  # nothing was written: the job takes its place again, and the caller says it failed
             raise
@@ -319,17 +328,12 @@ class JobService:
         The result settles the withdrawal once the cancellation is written (True) or could not be (False: the job
         goes back where it waited, so it is neither stranded nor run after a Cancel that was written).
         """
-        job = self._active.get(job_id)
         if self.scheduler.cancel(job_id):
-
-            def back_in_the_queue(written: bool) -> None:
-                if not written and job is not None:
-                    self.scheduler.submit(job_id, job.user_id, first=True)
-
-            return back_in_the_queue
+            return self._back_in_the_queue(job_id)
         retry = self._start_retries.pop(job_id, None)
         if retry is not None:
             retry.cancel()
+            job = self._active.get(job_id)
 
             def retried_later(written: bool) -> None:
                 if not written and job is not None:
@@ -341,6 +345,16 @@ class JobService:
             # The waiting job stays asleep until the write's outcome says whether it ends or is sent again.
             return waiting.set_result
         return None
+
+    def _back_in_the_queue(self, job_id: int) -> Callable[[bool], None]:
+        """Settles a job taken out of the queue: put back first in its member's line if it was not cancelled."""
+        job = self._active.get(job_id)
+
+        def settle(written: bool) -> None:
+            if not written and job is not None:
+                self.scheduler.submit(job_id, job.user_id, first=True)
+
+        return settle
 
     def waiting(self, job_id: int) -> bool:
         """Whether the job waits before the generator, so that Cancel still works: queued, its start about to be
@@ -547,8 +561,9 @@ class JobService:
 
         Once the images are posted nothing may refund them or overwrite them with a failure: a store error here is
         retried (after 0.5, 2, 5 s, then every 30 s) for as long as the bot runs, and never settled as a failed job.
-        Each write goes on even if the bot is stopping. If the bot stops first, the row still says running, and the
-        next start refunds the job like any interrupted one: the one case where posted images are refunded.
+        Each write goes on even if the bot is stopping. If the bot stops first, the row still says running: the next
+        start finds the result on Discord and records it (``recover``), or, if it cannot tell (the token expired,
+        the result was split or posted in the channel), refunds the job like any interrupted one.
         """
         waits = itertools.chain(RECORD_RETRY_WAITS, itertools.repeat(RECORD_RETRY_WAITS[-1] * 6))
         for attempt in itertools.count(1):
@@ -613,17 +628,18 @@ class JobService:
             self._rate_limited[job_id] = cancelled
             try:
                 await asyncio.wait([cancelled], timeout=max(0.0, deadline - loop.time()))
-                if job_id not in self._rate_limited:
-                    # A Cancel took it (perhaps between the timeout and this line): the outcome of its write decides.
-                    # Shielded: a stopping bot cancels this task, never the future that Cancel will settle.
-                    if await asyncio.shield(cancelled):
-                        return True
-                    cancel_failed = True  # nothing known to be written: the rest of the wait, then sent again
-                    if loop.time() < deadline:
-                        continue
             finally:
-                self._rate_limited.pop(job_id, None)
-            break
+                # Gone from the dict: a Cancel took it (perhaps between the timeout and this line).
+                taken = self._rate_limited.pop(job_id, None) is not cancelled
+            if not taken:
+                break
+            # The outcome of the Cancel's write decides. Shielded: a stopping bot cancels this task, never the
+            # future that Cancel will settle.
+            if await asyncio.shield(cancelled):
+                return True
+            cancel_failed = True  # nothing known to be written: the rest of the wait, then sent again
+            if loop.time() >= deadline:
+                break
         # A write that failed may still have been committed (a connection lost after COMMIT): the row decides.
         return cancel_failed and await self._cancelled_meanwhile(job_id)
 
@@ -722,4 +738,5 @@ __all__: Sequence[str] = (
     "OverQuota",
     "Stopping",
     "job_options",
+    "requested_count",
 )

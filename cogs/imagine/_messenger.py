@@ -17,7 +17,7 @@ import discord
 from cogs.imagine import _render
 from cogs.imagine._views import CancelButton, result_view
 from imaginebot.delivery import DeliverableImage, alt_text
-from imaginebot.jobs import Delivery, DeliveryFailed, DeliveryReceipt, job_options
+from imaginebot.jobs import Delivery, DeliveryFailed, DeliveryReceipt, job_options, requested_count
 from imaginebot.options import ImagineOptions
 from imaginebot.store import Job
 
@@ -395,8 +395,8 @@ class JobMessenger:
         carries all its images; else None (not posted, only partly, or the token no longer tells)."""
         if not self.token_alive(job):
             return None
-        count = (job.options.get("request") or {}).get("count")
-        if not isinstance(count, int) or count < 1:
+        count = requested_count(job)
+        if count is None:
             return None
         message_id: Any = job.status_message_id or "@original"
         try:

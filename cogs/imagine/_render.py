@@ -9,7 +9,7 @@ import discord
 
 from imaginebot.credits import credits_text
 from imaginebot.delivery import DeliverableImage
-from imaginebot.jobs import Delivery
+from imaginebot.jobs import Delivery, requested_count
 from imaginebot.options import ImagineOptions
 from imaginebot.periods import discord_timestamp
 from imaginebot.store import Job, Refused
@@ -153,8 +153,7 @@ def over_quota_message(refused: Refused, cost: int) -> str:
 def failure_message(job: Job, sentence: str) -> str:
     """A failed job: what went wrong in one sentence, and that nothing was charged."""
     refund = credits_text(job.cost)
-    count = (job.options.get("request") or {}).get("count", 1)  # read leniently: this must never fail
-    images = "your images" if isinstance(count, int) and count > 1 else "your image"
+    images = "your images" if (requested_count(job) or 1) > 1 else "your image"
     # The sentence may quote the generator's words: shown literally.
     said = escape_markdown(sentence)
     return f"⚠️ <@{job.user_id}>, {images} could not be made. {said}\n-# You were not charged ({refund} refunded)."

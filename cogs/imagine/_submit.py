@@ -70,7 +70,9 @@ async def options_from_member(interaction: discord.Interaction[ImagineBot], **gi
 
 
 async def accept(interaction: discord.Interaction[ImagineBot], options: ImagineOptions) -> None:
-    """Charge the invoker's quota and start the job, answering publicly; or refuse ephemerally."""
+    """Charge the invoker's quota and start the job, answering publicly; or refuse ephemerally.
+
+    Run inside ``answered_in_time``: it defers a slow answer and tells a failure privately."""
     bot = interaction.client
     assert interaction.guild_id is not None and interaction.channel_id is not None
     settings = await bot.policy.settings(interaction.guild_id)
@@ -100,10 +102,7 @@ async def accept(interaction: discord.Interaction[ImagineBot], options: ImagineO
     except Stopping:  # the stop began while the request was being written
         await refuse(interaction, RESTARTING)
         return
-    except Exception:
-        log.exception("interaction %s: the request could not be written", interaction.id)
-        await refuse(interaction, SOMETHING_BROKE)
-        return
+    # Any other failure of the write is answered by answered_in_time, which every caller runs this in.
     deferral.stop()
     if isinstance(outcome, OverQuota):
         await refuse(interaction, _render.over_quota_message(outcome.refused, outcome.cost))
