@@ -12,6 +12,7 @@ from PIL import Image
 
 from tests.e2e.harness import World, button_id, content_of, has_attachments, wait_until
 from tests.e2e.test_quota_commands import say
+from tests.fakes.discord import FakeInteraction
 
 LONG_PROMPT_UNIT = "**bold** _it_ `code` @everyone @here <@123456789012345678> <@&223456789012345678> ||spoiler|| "
 
@@ -210,6 +211,12 @@ async def test_a_crash_after_the_result_was_posted_but_before_it_was_recorded_ch
     )
 
 
+async def deferred_in_time(interaction: FakeInteraction) -> None:
+    """Discord got a public deferral ("thinking...") for the interaction within its 3 s."""
+    callback = await interaction.wait_for_callback(timeout=2.9)
+    assert callback["type"] == 5 and not (callback.get("data") or {}).get("flags", 0) & 64, callback
+
+
 @contextlib.contextmanager
 def database_locked(world: World) -> Iterator[None]:
     """Another writer holds the bot's SQLite database (the bot waits up to its busy timeout, 5 s)."""
@@ -226,8 +233,7 @@ async def test_a_request_slow_to_write_is_deferred_in_time_then_shows_its_status
     await world.quota_me()  # the settings are read and cached; only the write waits
     with database_locked(world):
         interaction = await world.imagine(prompt="a patient lighthouse", quality="low")
-        callback = await interaction.wait_for_callback(timeout=2.9)  # within Discord's 3 s, though not written
-        assert callback["type"] == 5 and not (callback.get("data") or {}).get("flags", 0) & 64  # public
+        await deferred_in_time(interaction)  # though not written yet
         await asyncio.sleep(1.0)
     await interaction.wait_for(has_attachments(1), timeout=30)
     assert "9.75 credits left" in await world.quota_me()
@@ -254,7 +260,7 @@ async def test_a_refusal_after_a_deferral_is_private_and_leaves_no_placeholder(w
     await say(world, world.moderator, "quota", "set", member=world.member, credits=0)
     with database_locked(world):
         interaction = await world.imagine(prompt="a patient lighthouse", quality="low")
-        assert (await interaction.wait_for_callback(timeout=2.9))["type"] == 5
+        await deferred_in_time(interaction)
         await asyncio.sleep(1.0)
     await interaction.wait_for(lambda i: any(m.flags & 64 for m in i.followups), timeout=10)
     [refusal] = interaction.followups
@@ -268,7 +274,7 @@ async def test_a_refusal_after_a_deferral_stays_private_when_the_placeholder_can
     await say(world, world.moderator, "quota", "set", member=world.member, credits=0)
     with database_locked(world):
         interaction = await world.imagine(prompt="a patient lighthouse", quality="low")
-        assert (await interaction.wait_for_callback(timeout=2.9))["type"] == 5
+        await deferred_in_time(interaction)
         # Removing the placeholder fails (any refusal; a 5xx would be tried again for ~16 s first).
         world.discord.fail_next("DELETE", "/webhooks/", status=400, code=0, message="400: Bad Request")
         await asyncio.sleep(1.0)
@@ -287,7 +293,7 @@ async def test_a_store_failure_after_a_deferral_is_told_privately_on_a_button_to
         click = await world.discord.click(
             world.other, world.channel, first.original, button_id(first.original, "Re-roll")
         )
-        assert (await click.wait_for_callback(timeout=2.9))["type"] == 5
+        await deferred_in_time(click)
         await asyncio.sleep(6.0)  # past the bot's 5 s busy timeout: the reservation fails
     await click.wait_for(lambda i: any(m.flags & 64 for m in i.followups), timeout=10)
     assert "nothing was charged" in click.followups[0].content
@@ -306,7 +312,7 @@ async def test_a_request_from_another_server_waiting_behind_a_slow_write_is_answ
         await asyncio.sleep(0.3)  # its write waits for the file; the second server's settings read waits behind it
         second = await world.discord.invoke(carol, channel, "imagine", options={"prompt": "a fox", "quality": "low"})
         await first.wait_for_callback(timeout=2.9)
-        assert (await second.wait_for_callback(timeout=2.9))["type"] == 5
+        await deferred_in_time(second)
         await asyncio.sleep(1.0)
     for interaction in (first, second):
         await interaction.wait_for(has_attachments(1), timeout=30)
@@ -317,7 +323,7 @@ async def test_a_placeholder_that_cannot_be_replaced_is_removed_and_the_result_p
     await world.quota_me()
     with database_locked(world):
         interaction = await world.imagine(prompt="a patient lighthouse", quality="low")
-        assert (await interaction.wait_for_callback(timeout=2.9))["type"] == 5
+        await deferred_in_time(interaction)
         # A moderator deletes the "thinking..." placeholder meanwhile: its edit finds no message.
         world.discord.fail_next("PATCH", "/webhooks/", status=404, code=10008, message="Unknown Message")
         await asyncio.sleep(1.0)
