@@ -198,8 +198,9 @@ class JobService:
         self._last_refresh = 0.0
         self._background: set[asyncio.Task[None]] = set()
         self._in_memory_free = IN_MEMORY_TOTAL_BYTES
-        # Jobs whose cancellation is being written, so a second Cancel meanwhile is told it was cancelled.
-        self._cancelled: set[int] = set()
+        # Jobs whose cancellation is being written, and when that write is over: a second Cancel meanwhile waits
+        # for it (if it failed, the job is back where it waited, and the second press cancels it).
+        self._cancelling: dict[int, asyncio.Future[None]] = {}
         # Jobs held back before the generator outside the queue: a start the store refused, to be retried (its
         # timer), and a request the generator answered with 429, waiting to be sent again (set when cancelled).
         self._start_retries: dict[int, asyncio.TimerHandle] = {}
@@ -301,6 +302,8 @@ class JobService:
         Cancellable: a queued job, one whose start is about to be retried, and one waiting out a 429 (the generator
         refused it, so nothing was spent; see ``waiting``).
         """
+        while (writing := self._cancelling.get(job_id)) is not None:
+            await asyncio.shield(writing)
         settle = self._withdraw(job_id)
         if settle is None:
             return False
@@ -310,14 +313,15 @@ class JobService:
         self, job_id: int, settle: Callable[[bool], None], *, error: str, actor_id: int | None = None
     ) -> bool:
         """Write a withdrawn job as cancelled and refunded; ``settle`` (see ``_withdraw``) learns whether it was."""
-        self._cancelled.add(job_id)
+        written = self._cancelling[job_id] = asyncio.get_running_loop().create_future()
         try:
             cancelled = await self.store.fail_job(job_id, state="cancelled", error=error, actor_id=actor_id)
         except BaseException:
             settle(False)  # nothing was written: the job takes its place again, and the caller says it failed
             raise
         finally:
-            self._cancelled.discard(job_id)
+            del self._cancelling[job_id]
+            written.set_result(None)  # after settle: a press waiting for this write finds the job where it is now
         settle(True)
         self._forget(job_id)
         return cancelled
@@ -364,8 +368,8 @@ class JobService:
         )
 
     async def was_cancelled(self, job_id: int) -> bool:
-        """Whether the job was cancelled (a second press of Cancel, perhaps while the first is being written)."""
-        if job_id in self._cancelled:
+        """Whether the job was cancelled (a second press of Cancel, say)."""
+        if job_id in self._cancelling:
             return True
         job = await self.store.get_job(job_id)
         return job is not None and job.state == "cancelled"

@@ -543,6 +543,47 @@ async def test_a_cancel_that_cannot_be_written_puts_a_waiting_job_back(
         assert (await harness.settled(job)).state == "delivered"
 
 
+@pytest.mark.parametrize("first_written", [True, False])
+async def test_a_second_cancel_during_the_first_ones_write_waits_for_its_outcome(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, first_written: bool
+) -> None:
+    gate = harness.hold_deliveries()
+    for _ in range(2):  # the member's two places in flight
+        await harness.submit()
+    queued = await harness.submit()
+    real_fail_job = harness.store.fail_job
+    writing, finish = asyncio.Event(), asyncio.Event()
+
+    async def slow_write(*args: Any, **kwargs: Any) -> bool:
+        monkeypatch.setattr(harness.store, "fail_job", real_fail_job)  # the second press's write goes through
+        writing.set()
+        await finish.wait()
+        if not first_written:
+            raise ConnectionResetError("store hiccup")
+        return await real_fail_job(*args, **kwargs)
+
+    monkeypatch.setattr(harness.store, "fail_job", slow_write)
+    first_press = asyncio.create_task(harness.service.cancel(queued.id, actor_id=MEMBER))
+    await writing.wait()
+    second_press = asyncio.create_task(harness.service.cancel(queued.id, actor_id=MEMBER))
+    await asyncio.sleep(0.05)
+    assert not second_press.done()  # it waits for the first press's write, whatever that gives
+    finish.set()
+    if first_written:
+        assert await first_press and not await second_press
+        assert await harness.service.was_cancelled(queued.id)
+    else:
+        # The first write failed and put the job back: the second press cancels it.
+        with pytest.raises(ConnectionResetError):
+            await first_press
+        assert await second_press
+    assert (await harness.settled(queued)).state == "cancelled"
+    assert not harness.service.waiting(queued.id)
+    gate.set()
+    await asyncio.sleep(0.05)
+    assert await harness.used() == 2 * queued.cost  # only the two jobs in flight are charged
+
+
 async def test_a_job_that_cannot_be_taken_back_runs_on_rather_than_wait_unseen(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
