@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
 import discord
 
 from cogs.imagine import _render
-from cogs.imagine._submit import accept, answered_in_time, options_from_member, refuse
+from cogs.imagine._submit import (
+    accept,
+    acknowledged_update,
+    answered_in_time,
+    deferral_for,
+    options_from_member,
+    refuse,
+    time_to_defer,
+)
 from cogs.imagine._views import EDIT_MODAL_PREFIX, EDIT_MODAL_PROMPT_ID, EditPromptModal
 from cogs.members import is_moderator
 from imaginebot.jobs import job_options
@@ -20,11 +29,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 Interaction = discord.Interaction["ImagineBot"]
+# Said when the bot's own failure (its database, say) stops a Cancel or a Delete before anything was done.
+NOT_CANCELLED = "Something went wrong on the bot's side, so I could not cancel this request. Please try again."
+NOT_DELETED = "Something went wrong on the bot's side, so nothing was deleted. Please try again."
+BUSY_FOR_MODAL = "I'm busy right now and could not open the editor in time; please press **Edit & re-roll** again."
 
 
-async def _job_here(interaction: Interaction, job_id: int) -> Job | None:
-    """The job a button points at, if it belongs to this server."""
-    job = await interaction.client.store.get_job(job_id)
+async def _job_here(interaction: Interaction, job_id: int, *, within: float | None = None) -> Job | None:
+    """The job a button points at, if it belongs to this server (read within ``within`` s, or TimeoutError)."""
+    async with asyncio.timeout(within):
+        job = await interaction.client.store.get_job(job_id)
     if job is None or job.guild_id != interaction.guild_id:
         await refuse(interaction, "That request no longer exists.")
         return None
@@ -48,26 +62,34 @@ async def _may_manage(interaction: Interaction, job: Job) -> bool:
 async def cancel(interaction: Interaction, job_id: int) -> None:
     """The requester or a moderator cancels a job the generator has not taken (queued, or waiting out a 429); it is
     refunded and never delivered."""
-    job = await _job_here(interaction, job_id)
-    if job is None:
-        return
-    if not await _may_manage(interaction, job):
-        await refuse(interaction, "Only the member who asked for this image, or a moderator, can cancel it.")
-        return
-    bot = interaction.client
-    if not await bot.jobs.cancel(job_id, actor_id=interaction.user.id):
-        if await bot.jobs.was_cancelled(job_id):
-            await refuse(interaction, "This request was already cancelled (and refunded).")
+    async with answered_in_time(interaction, update=True, failure=NOT_CANCELLED):
+        job = await _job_here(interaction, job_id)
+        if job is None:
             return
-        await refuse(interaction, "This request has already started (or finished), so it can no longer be cancelled.")
-        return
-    in_flight = bot.messenger.status_edits_in_flight(job_id)
-    bot.messenger.forget(job_id)
-    who = "" if interaction.user.id == job.user_id else f" by moderator <@{interaction.user.id}>"
-    cancelled = {"content": f"🚫 Cancelled{who}. <@{job.user_id}> was refunded {_render.credits_text(job.cost)}."}
-    await interaction.response.edit_message(**cancelled, view=None, allowed_mentions=_render.NO_PINGS)
-    if in_flight:  # an edit on the job's own token may land after this answer: say it again once they are done
-        bot.messenger.restate_after(job, in_flight, {**cancelled, "view": None})
+        if not await _may_manage(interaction, job):
+            await refuse(interaction, "Only the member who asked for this image, or a moderator, can cancel it.")
+            return
+        bot = interaction.client
+        if not await bot.jobs.cancel(job_id, actor_id=interaction.user.id):
+            if await bot.jobs.was_cancelled(job_id):
+                await refuse(interaction, "This request was already cancelled (and refunded).")
+                return
+            await refuse(
+                interaction, "This request has already started (or finished), so it can no longer be cancelled."
+            )
+            return
+        deferral = deferral_for(interaction, update=True)
+        deferral.settled = True  # cancelled and refunded: a failure from here on is not "could not cancel"
+        in_flight = bot.messenger.status_edits_in_flight(job_id)
+        bot.messenger.forget(job_id)
+        who = "" if interaction.user.id == job.user_id else f" by moderator <@{interaction.user.id}>"
+        cancelled = {"content": f"🚫 Cancelled{who}. <@{job.user_id}> was refunded {_render.credits_text(job.cost)}."}
+        if await deferral.deferred():  # the store was slow: the pressed status message is edited through the token
+            await interaction.edit_original_response(**cancelled, view=None, allowed_mentions=_render.NO_PINGS)
+        else:
+            await interaction.response.edit_message(**cancelled, view=None, allowed_mentions=_render.NO_PINGS)
+        if in_flight:  # an edit on the job's own token may land after this answer: say it again once they are done
+            bot.messenger.restate_after(job, in_flight, {**cancelled, "view": None})
 
 
 async def rerun(interaction: Interaction, options: ImagineOptions, prompt: str | None = None) -> None:
@@ -99,8 +121,17 @@ async def reroll(interaction: Interaction, job_id: int) -> None:
 
 
 async def open_edit_modal(interaction: Interaction, job_id: int) -> None:
-    """Open a modal with the prompt prefilled."""
-    job = await _job_here(interaction, job_id)
+    """Open a modal with the prompt prefilled.
+
+    A modal can only be the first answer, so this one cannot be deferred: if the job cannot be read by the time a
+    deferral would come, the member is asked to press again rather than left with "This interaction failed".
+    """
+    try:
+        job = await _job_here(interaction, job_id, within=time_to_defer(interaction))
+    except TimeoutError:
+        log.info("interaction %s: the job could not be read in time to open the modal", interaction.id)
+        await refuse(interaction, BUSY_FOR_MODAL)
+        return
     options = None if job is None else await _saved_options(interaction, job)
     if options is not None:
         await interaction.response.send_modal(EditPromptModal(job_id, options.prompt))
@@ -138,13 +169,20 @@ def _modal_value(data: dict[str, Any], custom_id: str) -> str | None:
 
 async def delete(interaction: Interaction, job_id: int) -> None:
     """The requester or a moderator removes the result: its message, and the others when it was split."""
-    job = await _job_here(interaction, job_id)
-    if job is None:
-        return
-    if not await _may_manage(interaction, job):
-        await refuse(interaction, "Only the member who asked for this image, or a moderator, can delete it.")
-        return
-    await interaction.response.defer()
+    async with answered_in_time(interaction, update=True, failure=NOT_DELETED):
+        job = await _job_here(interaction, job_id)
+        if job is None:
+            return
+        if not await _may_manage(interaction, job):
+            await refuse(interaction, "Only the member who asked for this image, or a moderator, can delete it.")
+            return
+        await acknowledged_update(interaction)
+        deferral_for(interaction, update=True).settled = True
+    await _remove_result(interaction, job)
+
+
+async def _remove_result(interaction: Interaction, job: Job) -> None:
+    """Delete the pressed result message (and the rest of a split result), once the click is acknowledged."""
     if interaction.message is None:
         return
     # The pressed message is this interaction's own ("@original" after a deferred update): deleting it through
@@ -162,7 +200,7 @@ async def delete(interaction: Interaction, job_id: int) -> None:
         except discord.NotFound:
             pass  # already gone
         except discord.HTTPException as error:
-            log.info("job %s: deleting result message %s failed: %s", job_id, message_id, error)
+            log.info("job %s: deleting result message %s failed: %s", job.id, message_id, error)
             failed = True
     if failed:
         await interaction.followup.send(

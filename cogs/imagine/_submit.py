@@ -146,43 +146,64 @@ async def accept(interaction: discord.Interaction[ImagineBot], options: ImagineO
 
 
 @contextlib.asynccontextmanager
-async def answered_in_time(interaction: discord.Interaction[ImagineBot]) -> AsyncIterator[None]:
-    """Handle a request (``/imagine``, Re-roll, Edit & re-roll) so that Discord has an answer within 3 s, deferred
-    if need be (see DEFER_AT_AGE), and a failure before the member was answered is told privately (a button's
-    error would otherwise only be logged, and a "thinking..." placeholder left in public)."""
-    deferral = deferral_for(interaction)
+async def answered_in_time(
+    interaction: discord.Interaction[ImagineBot], *, update: bool = False, failure: str = SOMETHING_BROKE
+) -> AsyncIterator[None]:
+    """Handle an interaction so that Discord has an answer within 3 s, deferred if need be (see DEFER_AT_AGE), and
+    a failure before the member was answered is told privately as ``failure`` (a button's error would otherwise
+    only be logged, and a "thinking..." placeholder left in public).
+
+    A request (``/imagine``, Re-roll, Edit & re-roll) is deferred with a public "thinking..." placeholder; a button
+    that answers by changing its own message (Cancel, Delete: ``update``) is deferred as an update, which shows
+    nothing, and its answer then edits that message with ``edit_original_response``.
+    """
+    deferral = deferral_for(interaction, update=update)
     try:
         yield
     except Exception:
         if deferral.settled:
             raise
         log.exception("interaction %s failed before it was answered", interaction.id)
-        await refuse(interaction, SOMETHING_BROKE)
+        await refuse(interaction, failure)
     finally:
         deferral.stop()
 
 
-def deferral_for(interaction: discord.Interaction[ImagineBot]) -> _Deferral:
-    """The interaction's deferral timer, started at the first call."""
+def time_to_defer(interaction: discord.Interaction[ImagineBot]) -> float:
+    """Seconds until the interaction is DEFER_AT_AGE old, by Discord's clock (the id's timestamp); a local clock
+    running behind counts from now."""
+    age = max(0.0, (discord.utils.utcnow() - interaction.created_at).total_seconds())
+    return max(0.0, DEFER_AT_AGE - age)
+
+
+def deferral_for(interaction: discord.Interaction[ImagineBot], *, update: bool = False) -> _Deferral:
+    """The interaction's deferral timer, started at the first call (``update``: see ``answered_in_time``)."""
     deferral: _Deferral | None = interaction.extras.get(_DEFERRAL_KEY)
     if deferral is None:
-        deferral = interaction.extras[_DEFERRAL_KEY] = _Deferral(interaction)
+        deferral = interaction.extras[_DEFERRAL_KEY] = _Deferral(interaction, update=update)
     return deferral
+
+
+async def acknowledged_update(interaction: discord.Interaction[ImagineBot]) -> None:
+    """Make sure a button's interaction is answered as an update of its message (DEFERRED_UPDATE_MESSAGE), by the
+    deferral if it already did so; what follows edits the message with ``edit_original_response``."""
+    await deferral_for(interaction, update=True).deferred()
+    if not interaction.response.is_done():
+        await interaction.response.defer()
 
 
 class _Deferral:
     """Defers the interaction if it is not answered by the time it is DEFER_AT_AGE seconds old."""
 
-    def __init__(self, interaction: discord.Interaction[ImagineBot]) -> None:
+    def __init__(self, interaction: discord.Interaction[ImagineBot], *, update: bool = False) -> None:
         self.interaction = interaction
+        self.update = update
         self._task: asyncio.Task[bool] | None = None
         # Whether the member has (or is being given) their answer: a later failure is then not told as "nothing
         # was charged".
         self.settled = False
         self._withdrawn = False
-        # Its age by Discord's clock (the id's timestamp); a clock running behind counts from now.
-        age = max(0.0, (discord.utils.utcnow() - interaction.created_at).total_seconds())
-        self._timer = asyncio.get_running_loop().call_later(max(0.0, DEFER_AT_AGE - age), self._start)
+        self._timer = asyncio.get_running_loop().call_later(time_to_defer(interaction), self._start)
 
     def _start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._defer())
@@ -192,7 +213,8 @@ class _Deferral:
             return False
         log.info("interaction %s: the answer is taking long; deferring it", self.interaction.id)
         try:
-            await self.interaction.response.defer(thinking=True)
+            # An update shows nothing; a request shows "thinking..." in public, where its status will be.
+            await self.interaction.response.defer(thinking=not self.update)
         except (*DISCORD_FAILURES, discord.InteractionResponded) as error:
             log.warning("interaction %s: could not defer: %s", self.interaction.id, failure_text(error))
             return False
@@ -203,7 +225,8 @@ class _Deferral:
         self._timer.cancel()
 
     async def deferred(self) -> bool:
-        """Whether the answer was deferred: the first response is then an edit of the "thinking..." placeholder."""
+        """Whether the answer was deferred: the answer is then an edit of the "thinking..." placeholder (of the
+        button's message, for an update)."""
         self.stop()
         return self._task is not None and await self._task
 
@@ -213,7 +236,7 @@ class _Deferral:
         If it cannot be removed it is edited into a neutral line: the first followup after a deferral replaces the
         placeholder, in public, whatever its ephemeral flag says.
         """
-        if not await self.deferred() or self._withdrawn:
+        if not await self.deferred() or self._withdrawn or self.update:  # an update posted nothing to remove
             return
         self._withdrawn = True
         try:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import sqlite3
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +123,17 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 30, what: s
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+@contextlib.contextmanager
+def database_locked(world: World) -> Iterator[None]:
+    """Another writer holds the bot's SQLite database (the bot waits up to its busy timeout, 5 s)."""
+    with contextlib.closing(sqlite3.connect(world.database, isolation_level=None)) as db:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            db.execute("COMMIT")
 
 
 def button_id(message: FakeMessage | None, label: str) -> str:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import sqlite3
 
-from tests.e2e.harness import World, button_id, has_attachments, wait_until
+from tests.e2e.harness import World, button_id, database_locked, has_attachments, wait_until
 from tests.fakes.discord import FakeInteraction, FakeMember, FakeMessage
 from tests.fakes.discord.interactions import walk_components
 
@@ -126,6 +127,45 @@ async def test_delete_only_for_the_requester_or_a_moderator(world: World) -> Non
     by_mod = await click(world, world.moderator, also_mine, "Delete")
     await by_mod.wait_for_callback(timeout=3)
     await world.discord.wait_for(lambda: also_mine.deleted, timeout=5, what="the result deleted by a moderator")
+
+
+async def test_delete_behind_a_slow_write_is_acknowledged_in_time(world: World) -> None:
+    await world.start_bot()
+    result = await result_of(await world.imagine(prompt="mine", quality="low"))
+    await wait_until(lambda: "job 1 delivered" in world.bot.log(), timeout=5, what="the delivery recorded")
+    with database_locked(world):
+        # Another member's request waits for the lock, and the clicks' reads of the job wait behind it.
+        waiting = await world.imagine(world.other, prompt="waits for the lock", quality="low")
+        await asyncio.sleep(0.2)
+        refused = await click(world, world.other, result, "Delete")
+        deleted = await click(world, world.member, result, "Delete")
+        for interaction in (refused, deleted):
+            callback = await interaction.wait_for_callback(timeout=2.9)
+            assert callback["type"] == DEFERRED_UPDATE, callback  # the message stays as it is meanwhile
+        await asyncio.sleep(1.0)
+        assert not result.deleted
+    await world.discord.wait_for(lambda: result.deleted, timeout=10, what="the result deleted")
+    # The other member is told privately, in a new message: the result was not touched on their behalf.
+    await refused.wait_for(lambda i: bool(i.followups), timeout=10)
+    [answer] = refused.followups
+    assert answer.ephemeral and "Only the member" in answer.content
+    await waiting.wait_for(has_attachments(1), timeout=30)
+
+
+async def test_edit_and_reroll_behind_a_slow_read_asks_to_press_again_in_time(world: World) -> None:
+    await world.start_bot()
+    result = await result_of(await world.imagine(prompt="mine", quality="low"))
+    await wait_until(lambda: "job 1 delivered" in world.bot.log(), timeout=5, what="the delivery recorded")
+    with database_locked(world):
+        waiting = await world.imagine(world.other, prompt="waits for the lock", quality="low")
+        await asyncio.sleep(0.2)
+        # A modal must be the first answer and cannot be deferred: the member is asked to press again, in time.
+        opener = await click(world, world.member, result, "Edit & re-roll")
+        await assert_refused(opener, "press **Edit & re-roll** again")
+    await waiting.wait_for(has_attachments(1), timeout=30)
+    opener = await click(world, world.member, result, "Edit & re-roll")
+    callback = await opener.wait_for_callback(timeout=3)
+    assert callback["type"] == MODAL
 
 
 async def test_buttons_keep_working_after_a_restart(world: World) -> None:

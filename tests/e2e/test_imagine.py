@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
-import sqlite3
-from collections.abc import Iterator
 
 from PIL import Image
 
-from tests.e2e.harness import World, button_id, content_of, has_attachments, wait_until
+from tests.e2e.harness import World, button_id, content_of, database_locked, has_attachments, wait_until
 from tests.e2e.test_quota_commands import say
 from tests.fakes.discord import FakeInteraction
 
@@ -215,17 +212,6 @@ async def deferred_in_time(interaction: FakeInteraction) -> None:
     """Discord got a public deferral ("thinking...") for the interaction within its 3 s."""
     callback = await interaction.wait_for_callback(timeout=2.9)
     assert callback["type"] == 5 and not (callback.get("data") or {}).get("flags", 0) & 64, callback
-
-
-@contextlib.contextmanager
-def database_locked(world: World) -> Iterator[None]:
-    """Another writer holds the bot's SQLite database (the bot waits up to its busy timeout, 5 s)."""
-    with contextlib.closing(sqlite3.connect(world.database, isolation_level=None)) as db:
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        finally:
-            db.execute("COMMIT")
 
 
 async def test_a_request_slow_to_write_is_deferred_in_time_then_shows_its_status(world: World) -> None:

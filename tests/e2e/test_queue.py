@@ -7,7 +7,7 @@ import contextlib
 import sqlite3
 import time
 
-from tests.e2e.harness import World, button_id, content_of, has_attachments, wait_until
+from tests.e2e.harness import World, button_id, content_of, database_locked, has_attachments, wait_until
 from tests.fakes.discord import FakeInteraction, FakeMessage
 from tests.fakes.discord.interactions import walk_components
 
@@ -143,6 +143,29 @@ async def test_two_cancels_at_once_refund_once_and_the_second_is_told_it_was_can
     assert "already cancelled" in answer["data"]["content"] and answer["data"]["flags"] & EPHEMERAL
     assert "10 credits left" in await world.quota_me(world.other)
     world.onemin.latency = 0.2
+
+
+async def test_a_cancel_slow_to_write_is_acknowledged_in_time_then_shows_cancelled(world: World) -> None:
+    world.onemin.latency = 6  # the running job holds the only slot throughout
+    await world.start_bot(MAX_CONCURRENT_JOBS="1")
+    await world.imagine(prompt="running", quality="low")
+    await wait_until(lambda: prompts(world) == ["running"], timeout=10, what="the first generation")
+    queued = await world.imagine(world.other, prompt="queued one")
+    await queued.wait_for(lambda i: has_button(i.original, "Cancel"), timeout=5)
+    cancel_id = button_id(queued.original, "Cancel")
+    with database_locked(world):
+        cancel = await world.discord.click(world.other, world.channel, queued.original, cancel_id)
+        # Within Discord's 3 s though not written yet: a deferred update, which shows nothing.
+        callback = await cancel.wait_for_callback(timeout=2.9)
+        assert callback["type"] == 6, callback
+        await asyncio.sleep(1.0)
+        assert "queued" in status(queued)  # nothing claimed before it is written
+    # Written: the pressed status says so through the click's token, and the credits are back.
+    await queued.wait_for(lambda i: "Cancelled" in status(i) and not has_button(i.original, "Cancel"), timeout=10)
+    edit = [r for r in world.discord.requests if r.method == "PATCH" and cancel.token in r.path]
+    assert edit and edit[-1].path.endswith("/messages/@original")
+    assert "10 credits left" in await world.quota_me(world.other)
+    assert prompts(world) == ["running"]
 
 
 async def test_cancel_refunds_and_the_job_never_reaches_the_generator(world: World) -> None:
