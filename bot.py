@@ -23,6 +23,7 @@ from discord import app_commands
 from discord.ext import commands
 from dotenv import load_dotenv
 
+from cogs.answering import reply_privately
 from cogs.members import NotModerator
 from imaginebot.config import ConfigError, Settings, load_settings
 from imaginebot.generator import GeneratorClient
@@ -142,14 +143,7 @@ class ImagineBot(commands.Bot):
             log.error("command %s failed", interaction.command and interaction.command.qualified_name, exc_info=error)
             message = "Something went wrong on the bot's side; nothing was charged. Please try again."
         try:
-            if interaction.response.is_done():
-                await interaction.followup.send(
-                    message, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
-                )
-            else:
-                await interaction.response.send_message(
-                    message, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
-                )
+            await reply_privately(interaction, message)  # a followup if the command was deferred meanwhile
         except discord.HTTPException:
             log.warning("could not tell the member about an error in %s", interaction.command)
 

@@ -15,6 +15,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from cogs.answering import AnsweredInTime, acknowledge, reply_privately
 from cogs.members import moderators_only, role_ids, role_mention
 from imaginebot.credits import CreditsFormatError, credits_text, format_credits, parse_credits, request_cost
 from imaginebot.limits import Limit, ResolvedLimit
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 Interaction = discord.Interaction["ImagineBot"]
-NO_PINGS = discord.AllowedMentions.none()
 PeriodChoice = Literal["day", "week", "month"]
 CreditsOption = app_commands.Range[float, 0, 1_000_000_000]
 
@@ -60,8 +60,8 @@ def source_text(resolved: ResolvedLimit, guild_id: int) -> str:
 
 
 async def say(interaction: Interaction, message: str, **extra: object) -> None:
-    """Every quota answer is ephemeral and pings nobody."""
-    await interaction.response.send_message(message, ephemeral=True, allowed_mentions=NO_PINGS, **extra)  # type: ignore[arg-type]
+    """Every quota and settings answer is ephemeral and pings nobody (a followup if it was deferred)."""
+    await reply_privately(interaction, message, **extra)
 
 
 async def limit_from(interaction: Interaction, credits: float, period: Period) -> Limit | None:
@@ -76,7 +76,7 @@ async def limit_from(interaction: Interaction, credits: float, period: Period) -
 @app_commands.guild_only()
 @app_commands.allowed_installs(guilds=True, users=False)
 @app_commands.allowed_contexts(guilds=True, dms=False, private_channels=False)
-class Quota(commands.GroupCog, group_name="quota"):
+class Quota(AnsweredInTime, commands.GroupCog, group_name="quota"):
     """Image credits: yours, and (for moderators) everyone's."""
 
     def __init__(self, bot: ImagineBot) -> None:
@@ -259,7 +259,7 @@ class Quota(commands.GroupCog, group_name="quota"):
         """Top members and totals for the current period, with the period's ledger as CSV (moderators)."""
         assert interaction.guild_id is not None
         # A month of a busy server is a large query and file: answer within Discord's 3 s first.
-        await interaction.response.defer(ephemeral=True, thinking=True)
+        await acknowledge(interaction, "private")
         start, end = period_bounds(period, datetime.now(UTC))
         store = self.bot.store
         rows = await store.ledger(guild_id=interaction.guild_id, since=start, until=end)
@@ -280,7 +280,7 @@ class Quota(commands.GroupCog, group_name="quota"):
         if data is None:
             lines.append(f"The ledger ({len(rows)} entries) is too large to attach here, even compressed.")
         file = discord.File(io.BytesIO(data), filename=name) if data is not None else discord.utils.MISSING
-        await interaction.followup.send("\n".join(lines), file=file, ephemeral=True, allowed_mentions=NO_PINGS)
+        await say(interaction, "\n".join(lines), file=file)
 
 
 def ledger_file(rows: Sequence[LedgerEntry], name: str, size_limit: int) -> tuple[bytes | None, str]:

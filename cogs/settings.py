@@ -11,6 +11,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from cogs.answering import AnsweredInTime
 from cogs.members import moderators_only, role_mention
 from cogs.quota import limit_text, say
 from imaginebot.blocked_words import WordListError, parse_word_list
@@ -32,7 +33,7 @@ BLOCKED_IN_FILE = "-# Blocked: all {count} in the attached file, one per line"
 @app_commands.guild_only()
 @app_commands.allowed_installs(guilds=True, users=False)
 @app_commands.allowed_contexts(guilds=True, dms=False, private_channels=False)
-class Settings(commands.GroupCog, group_name="settings"):
+class Settings(AnsweredInTime, commands.GroupCog, group_name="settings"):
     """This server's settings for the image bot (moderators)."""
 
     def __init__(self, bot: ImagineBot) -> None:

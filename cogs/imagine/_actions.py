@@ -8,16 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from cogs.answering import acknowledge, deferral_for, time_to_defer
 from cogs.imagine import _render
-from cogs.imagine._submit import (
-    accept,
-    acknowledged_update,
-    answered_in_time,
-    deferral_for,
-    options_from_member,
-    refuse,
-    time_to_defer,
-)
+from cogs.imagine._submit import accept, answered_in_time, options_from_member, refuse
 from cogs.imagine._views import EDIT_MODAL_PREFIX, EDIT_MODAL_PROMPT_ID, EditPromptModal
 from cogs.members import is_moderator
 from imaginebot.jobs import job_options
@@ -62,7 +55,7 @@ async def _may_manage(interaction: Interaction, job: Job) -> bool:
 async def cancel(interaction: Interaction, job_id: int) -> None:
     """The requester or a moderator cancels a job the generator has not taken (queued, or waiting out a 429); it is
     refunded and never delivered."""
-    async with answered_in_time(interaction, update=True, failure=NOT_CANCELLED):
+    async with answered_in_time(interaction, "update", failure=NOT_CANCELLED):
         job = await _job_here(interaction, job_id)
         if job is None:
             return
@@ -78,7 +71,7 @@ async def cancel(interaction: Interaction, job_id: int) -> None:
                 interaction, "This request has already started (or finished), so it can no longer be cancelled."
             )
             return
-        deferral = deferral_for(interaction, update=True)
+        deferral = deferral_for(interaction, "update")
         deferral.settled = True  # cancelled and refunded: a failure from here on is not "could not cancel"
         in_flight = bot.messenger.status_edits_in_flight(job_id)
         bot.messenger.forget(job_id)
@@ -169,15 +162,15 @@ def _modal_value(data: dict[str, Any], custom_id: str) -> str | None:
 
 async def delete(interaction: Interaction, job_id: int) -> None:
     """The requester or a moderator removes the result: its message, and the others when it was split."""
-    async with answered_in_time(interaction, update=True, failure=NOT_DELETED):
+    async with answered_in_time(interaction, "update", failure=NOT_DELETED):
         job = await _job_here(interaction, job_id)
         if job is None:
             return
         if not await _may_manage(interaction, job):
             await refuse(interaction, "Only the member who asked for this image, or a moderator, can delete it.")
             return
-        await acknowledged_update(interaction)
-        deferral_for(interaction, update=True).settled = True
+        await acknowledge(interaction, "update")
+        deferral_for(interaction, "update").settled = True
     await _remove_result(interaction, job)
 
 

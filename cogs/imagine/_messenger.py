@@ -11,9 +11,9 @@ from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import discord
 
+from cogs.answering import DISCORD_FAILURES, failure_text
 from cogs.imagine import _render
 from cogs.imagine._views import CancelButton, result_view
 from imaginebot.delivery import DeliverableImage, alt_text
@@ -44,7 +44,6 @@ QUEUED_STATUS_KEEP_AFTER = 5.0
 # Discord codes meaning the interaction token can no longer be used.
 DEAD_TOKEN_CODES = {10015, 50027, 10062}
 # What a request to Discord can end in besides an answer: a refusal, a broken connection, a time-out.
-DISCORD_FAILURES = (discord.HTTPException, aiohttp.ClientError, TimeoutError)
 # What a status edit shows ("queued", "generating", ...) and the fields of the edit.
 StatusEdit = tuple[str, dict[str, Any]]
 # One message of a result: its content (links), its embed, the images it carries.
@@ -540,12 +539,6 @@ class JobMessenger:
                 allowed_mentions=_requester_only(job.user_id) if first else _render.NO_PINGS,
             )
             posted.append(message.id)
-
-
-def failure_text(error: BaseException) -> str:
-    """One of DISCORD_FAILURES, safe to log or show: Discord's answer, or only the type of a connection error
-    (its text holds the request's URL, and with it the interaction's token)."""
-    return str(error) if isinstance(error, discord.HTTPException) else type(error).__name__
 
 
 def _token_dead(error: discord.HTTPException) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -10,8 +9,8 @@ from typing import TYPE_CHECKING
 
 import discord
 
+from cogs.answering import DISCORD_FAILURES, DeferralKind, deferral_for, failure_text, reply_privately
 from cogs.imagine import _render
-from cogs.imagine._messenger import DISCORD_FAILURES, failure_text
 from cogs.members import role_ids
 from imaginebot.jobs import DEFAULT_ATTACHMENT_LIMIT, JobRequest, OverQuota, Stopping
 from imaginebot.options import ImagineOptions, OptionError, ServerDefaults, check_not_blocked, resolve_options
@@ -21,18 +20,12 @@ if TYPE_CHECKING:
     from bot import ImagineBot
 
 log = logging.getLogger(__name__)
+# A refusal costs nothing and is told privately (see cogs.answering for the 3-second rule).
+refuse = reply_privately
 # Said to a request that comes while the bot is stopping (nothing would start it before the next start).
 RESTARTING = "I'm restarting right now; please try again in a minute. Nothing was charged."
-# Discord wants the first response within 3 s of the interaction. If the request is not written by the time the
-# interaction is this old (a store slowed by a burst, a lock, a database server far away), the answer is deferred
-# (public "thinking...") and the status replaces it once the request is written.
-DEFER_AT_AGE = 2.0
 SOMETHING_BROKE = "Something went wrong on the bot's side; nothing was charged. Please try again."
 NOT_TAKEN = "Discord did not take my answer to your request, so it was dropped; nothing was charged. Please try again."
-# What a "thinking..." placeholder that could not be removed is turned into, before a private refusal (the first
-# followup after a deferral would otherwise replace it, in public).
-ANSWERED_PRIVATELY = "-# Answered privately."
-_DEFERRAL_KEY = "imaginebot.deferral"
 
 
 def server_defaults(settings: GuildSettings) -> ServerDefaults:
@@ -44,18 +37,6 @@ def server_defaults(settings: GuildSettings) -> ServerDefaults:
         output_format=settings.default_format,
         max_count=settings.max_count,
     )
-
-
-async def refuse(interaction: discord.Interaction[ImagineBot], message: str) -> None:
-    """An ephemeral answer that costs nothing and pings nobody (a public "thinking..." placeholder removed first)."""
-    deferral: _Deferral | None = interaction.extras.get(_DEFERRAL_KEY)
-    if deferral is not None:
-        deferral.settled = True
-        await deferral.withdraw()
-    if interaction.response.is_done():
-        await interaction.followup.send(message, ephemeral=True, allowed_mentions=_render.NO_PINGS)
-    else:
-        await interaction.response.send_message(message, ephemeral=True, allowed_mentions=_render.NO_PINGS)
 
 
 async def options_from_member(interaction: discord.Interaction[ImagineBot], **given: object) -> ImagineOptions | None:
@@ -147,17 +128,16 @@ async def accept(interaction: discord.Interaction[ImagineBot], options: ImagineO
 
 @contextlib.asynccontextmanager
 async def answered_in_time(
-    interaction: discord.Interaction[ImagineBot], *, update: bool = False, failure: str = SOMETHING_BROKE
+    interaction: discord.Interaction[ImagineBot], kind: DeferralKind = "public", *, failure: str = SOMETHING_BROKE
 ) -> AsyncIterator[None]:
-    """Handle an interaction so that Discord has an answer within 3 s, deferred if need be (see DEFER_AT_AGE), and
-    a failure before the member was answered is told privately as ``failure`` (a button's error would otherwise
-    only be logged, and a "thinking..." placeholder left in public).
+    """Handle an interaction so that Discord has an answer within 3 s, deferred as ``kind`` if need be (see
+    cogs.answering), and a failure before the member was answered is told privately as ``failure`` (a button's
+    error would otherwise only be logged, and a "thinking..." placeholder left in public).
 
-    A request (``/imagine``, Re-roll, Edit & re-roll) is deferred with a public "thinking..." placeholder; a button
-    that answers by changing its own message (Cancel, Delete: ``update``) is deferred as an update, which shows
-    nothing, and its answer then edits that message with ``edit_original_response``.
+    A request (``/imagine``, Re-roll, Edit & re-roll) is ``public``; a button that answers by changing its own
+    message (Cancel, Delete) is an ``update``.
     """
-    deferral = deferral_for(interaction, update=update)
+    deferral = deferral_for(interaction, kind)
     try:
         yield
     except Exception:
@@ -167,82 +147,3 @@ async def answered_in_time(
         await refuse(interaction, failure)
     finally:
         deferral.stop()
-
-
-def time_to_defer(interaction: discord.Interaction[ImagineBot]) -> float:
-    """Seconds until the interaction is DEFER_AT_AGE old, by Discord's clock (the id's timestamp); a local clock
-    running behind counts from now."""
-    age = max(0.0, (discord.utils.utcnow() - interaction.created_at).total_seconds())
-    return max(0.0, DEFER_AT_AGE - age)
-
-
-def deferral_for(interaction: discord.Interaction[ImagineBot], *, update: bool = False) -> _Deferral:
-    """The interaction's deferral timer, started at the first call (``update``: see ``answered_in_time``)."""
-    deferral: _Deferral | None = interaction.extras.get(_DEFERRAL_KEY)
-    if deferral is None:
-        deferral = interaction.extras[_DEFERRAL_KEY] = _Deferral(interaction, update=update)
-    return deferral
-
-
-async def acknowledged_update(interaction: discord.Interaction[ImagineBot]) -> None:
-    """Make sure a button's interaction is answered as an update of its message (DEFERRED_UPDATE_MESSAGE), by the
-    deferral if it already did so; what follows edits the message with ``edit_original_response``."""
-    await deferral_for(interaction, update=True).deferred()
-    if not interaction.response.is_done():
-        await interaction.response.defer()
-
-
-class _Deferral:
-    """Defers the interaction if it is not answered by the time it is DEFER_AT_AGE seconds old."""
-
-    def __init__(self, interaction: discord.Interaction[ImagineBot], *, update: bool = False) -> None:
-        self.interaction = interaction
-        self.update = update
-        self._task: asyncio.Task[bool] | None = None
-        # Whether the member has (or is being given) their answer: a later failure is then not told as "nothing
-        # was charged".
-        self.settled = False
-        self._withdrawn = False
-        self._timer = asyncio.get_running_loop().call_later(time_to_defer(interaction), self._start)
-
-    def _start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._defer())
-
-    async def _defer(self) -> bool:
-        if self.interaction.response.is_done():
-            return False
-        log.info("interaction %s: the answer is taking long; deferring it", self.interaction.id)
-        try:
-            # An update shows nothing; a request shows "thinking..." in public, where its status will be.
-            await self.interaction.response.defer(thinking=not self.update)
-        except (*DISCORD_FAILURES, discord.InteractionResponded) as error:
-            log.warning("interaction %s: could not defer: %s", self.interaction.id, failure_text(error))
-            return False
-        return True
-
-    def stop(self) -> None:
-        """No deferral from now on (one already under way goes on)."""
-        self._timer.cancel()
-
-    async def deferred(self) -> bool:
-        """Whether the answer was deferred: the answer is then an edit of the "thinking..." placeholder (of the
-        button's message, for an update)."""
-        self.stop()
-        return self._task is not None and await self._task
-
-    async def withdraw(self) -> None:
-        """Remove a public "thinking..." placeholder, so that what follows can be said privately (once).
-
-        If it cannot be removed it is edited into a neutral line: the first followup after a deferral replaces the
-        placeholder, in public, whatever its ephemeral flag says.
-        """
-        if not await self.deferred() or self._withdrawn or self.update:  # an update posted nothing to remove
-            return
-        self._withdrawn = True
-        try:
-            await self.interaction.delete_original_response()
-            return
-        except DISCORD_FAILURES as error:
-            log.info("interaction %s: could not remove the placeholder: %s", self.interaction.id, failure_text(error))
-        with contextlib.suppress(*DISCORD_FAILURES):
-            await self.interaction.edit_original_response(content=ANSWERED_PRIVATELY, allowed_mentions=_render.NO_PINGS)

@@ -6,6 +6,7 @@ Costs used below (the contract's formula, default weights): 1024x1024 medium = 1
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ from typing import Any
 
 from imaginebot.periods import Period, discord_timestamp, period_bounds
 from imaginebot.store import open_store
-from tests.e2e.harness import World, content_of, has_attachments
+from tests.e2e.harness import World, content_of, database_locked, has_attachments
 from tests.fakes.discord import FakeInteraction, FakeMember
 
 FOUR_CREDITS = {"size": "2048x2048", "quality": "medium"}
@@ -445,3 +446,25 @@ async def test_the_report_on_a_day_of_refunds_says_nothing_was_charged(world: Wo
     await interaction.wait_for(lambda i: i.original is not None and bool(i.original.attachments), timeout=10)
     text = interaction.original.content or ""
     assert "Every request was refunded" in text and "moderator" not in text, text
+
+
+async def test_commands_behind_a_slow_database_are_answered_privately_in_time(world: World) -> None:
+    await world.start_bot()
+    await quota_me(world, world.member)  # the server's settings are read and cached before the lock
+    with database_locked(world):
+        # The change waits for the lock, and the member's read of their usage waits behind it.
+        change = await world.discord.invoke(
+            world.moderator, world.channel, "quota", subcommand="set", options={"member": world.other, "credits": 3}
+        )
+        await asyncio.sleep(0.2)
+        mine = await world.discord.invoke(world.member, world.channel, "quota", subcommand="me")
+        for interaction in (change, mine):
+            callback = await interaction.wait_for_callback(timeout=2.9)
+            assert callback["type"] == 5 and callback["data"]["flags"] & 64, callback  # a private "thinking..."
+        await asyncio.sleep(1.0)
+    # The answers replace the placeholders, privately.
+    for interaction, words in ((change, "may now use 3 credits per day"), (mine, "left of")):
+        await interaction.wait_for(lambda i: bool(i.original and i.original.content), timeout=10)
+        assert interaction.original.ephemeral and words in plain(interaction.original.content), interaction.original
+        assert not interaction.followups
+    assert "3 credits left" in await quota_me(world, world.other)
