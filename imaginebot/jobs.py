@@ -244,7 +244,14 @@ class JobService:
             # and a claimed one would be taken for interrupted then. Give it back; the caller says why.
             if start_now:
                 self.scheduler.release(request.user_id)
-            await self.store.fail_job(job.id, state="cancelled", error="the bot was stopping as it was accepted")
+            try:
+                await self.store.fail_job(job.id, state="cancelled", error="the bot was stopping as it was accepted")
+            except Exception:
+                # Still reserved: the next start settles it like every job a stop leaves behind (a queued one runs
+                # then; one written as running is refunded as interrupted, and its member told). So it is answered
+                # with its status, behind the jobs already waiting, never "nothing was charged".
+                log.exception("job %s: written as the bot began to stop, and could not be given back", job.id)
+                return Accepted(job, None if start_now else self.scheduler.queued)
             raise Stopping
         # DEBUG: in a burst a line per accepted job costs the event loop; the job's outcome is logged at INFO.
         log.debug("job %s accepted: guild %s, member %s, cost %s", job.id, job.guild_id, job.user_id, cost)

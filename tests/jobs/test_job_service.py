@@ -135,23 +135,24 @@ class Harness:
         self.store, self.service, self.generator, self.events = store, service, generator, events
         self._interactions = 0
 
-    async def submit(self, *, count: int = 1) -> Job:
+    def request(self, *, count: int = 1) -> JobRequest:
+        """A new interaction's request from the member."""
         self._interactions += 1
-        options = resolve_options(prompt="a lighthouse at dusk", count=count)
-        outcome = await self.service.submit(
-            JobRequest(
-                guild_id=GUILD,
-                channel_id=CHANNEL,
-                user_id=MEMBER,
-                role_ids=(),
-                application_id=APPLICATION,
-                interaction_id=5000 + self._interactions,
-                interaction_token=f"token-{self._interactions}",
-                token_expires_at=datetime.now(UTC) + timedelta(minutes=15),
-                attachment_size_limit=10 * 1024 * 1024,
-                options=options,
-            )
+        return JobRequest(
+            guild_id=GUILD,
+            channel_id=CHANNEL,
+            user_id=MEMBER,
+            role_ids=(),
+            application_id=APPLICATION,
+            interaction_id=5000 + self._interactions,
+            interaction_token=f"token-{self._interactions}",
+            token_expires_at=datetime.now(UTC) + timedelta(minutes=15),
+            attachment_size_limit=10 * 1024 * 1024,
+            options=resolve_options(prompt="a lighthouse at dusk", count=count),
         )
+
+    async def submit(self, *, count: int = 1) -> Job:
+        outcome = await self.service.submit(self.request(count=count))
         assert isinstance(outcome, Accepted)
         return outcome.job
 
@@ -625,3 +626,38 @@ async def test_a_request_written_while_the_bot_begins_to_stop_is_given_back(
     assert harness.generator.posts == 0
     [job] = await harness.store.jobs_in_states(["cancelled"])
     assert job.user_id == MEMBER
+
+
+@pytest.mark.parametrize("free_slot", [True, False])
+async def test_a_request_written_as_the_bot_stops_that_cannot_be_given_back_is_answered_as_accepted(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, free_slot: bool
+) -> None:
+    if not free_slot:
+        gate = harness.hold_deliveries()
+        for _ in range(2):  # the member's two places in flight
+            await harness.submit()
+    real_reserve = harness.store.reserve
+    writing, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_reserve(*args: Any, **kwargs: Any) -> Any:
+        writing.set()
+        await release.wait()
+        return await real_reserve(*args, **kwargs)
+
+    monkeypatch.setattr(harness.store, "reserve", slow_reserve)
+    real_fail_job = harness.store.fail_job
+    monkeypatch.setattr(harness.store, "fail_job", failing_write)
+    submitting = asyncio.create_task(harness.service.submit(harness.request()))
+    await writing.wait()
+    harness.service.scheduler.stop_starting()  # what close() does first
+    release.set()
+    outcome = await submitting
+    monkeypatch.setattr(harness.store, "fail_job", real_fail_job)
+    # Charged and left for the next start, so the member sees its status rather than "nothing was charged".
+    assert isinstance(outcome, jobs_module.Accepted)
+    assert (outcome.position is None) is free_slot
+    row = await harness.store.get_job(outcome.job.id)
+    assert row is not None and row.state == ("running" if free_slot else "queued")
+    assert harness.generator.posts == (0 if free_slot else 2)
+    if not free_slot:
+        gate.set()
