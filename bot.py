@@ -23,7 +23,7 @@ from discord import app_commands
 from discord.ext import commands
 from dotenv import load_dotenv
 
-from cogs.answering import reply_privately
+from cogs.answering import DISCORD_FAILURES, answered, reply_privately
 from cogs.members import NotModerator
 from imaginebot.config import ConfigError, Settings, load_settings
 from imaginebot.generator import GeneratorClient
@@ -142,9 +142,11 @@ class ImagineBot(commands.Bot):
         else:
             log.error("command %s failed", interaction.command and interaction.command.qualified_name, exc_info=error)
             message = "Something went wrong on the bot's side; nothing was charged. Please try again."
+        if answered(interaction):  # an error after the member had their answer (the status, say): nothing to add
+            return
         try:
             await reply_privately(interaction, message)  # a followup if the command was deferred meanwhile
-        except discord.HTTPException:
+        except DISCORD_FAILURES:
             log.warning("could not tell the member about an error in %s", interaction.command)
 
     async def close(self) -> None:

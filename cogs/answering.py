@@ -30,6 +30,8 @@ DeferralKind = Literal["public", "private", "update"]
 # What a Discord request can fail with: Discord's refusal, a broken connection, or no answer in time.
 DISCORD_FAILURES = (discord.HTTPException, aiohttp.ClientError, TimeoutError)
 DEFER_AT_AGE = 2.0
+# Discord's error code for a second answer to an interaction ("Interaction has already been acknowledged").
+ALREADY_ACKNOWLEDGED = 40060
 # What a public "thinking..." placeholder that could not be removed is turned into, before a private answer (the
 # first followup after a deferral would otherwise replace it, in public).
 ANSWERED_PRIVATELY = "-# Answered privately."
@@ -58,6 +60,13 @@ def deferral_for(interaction: Interaction, kind: DeferralKind = "public") -> Def
     return deferral
 
 
+def answered(interaction: Interaction) -> bool:
+    """Whether the member has (or is being given) their answer, by the code that set ``Deferral.settled``: an error
+    after that must not be told as if nothing had happened."""
+    deferral: Deferral | None = interaction.extras.get(_DEFERRAL_KEY)
+    return deferral is not None and deferral.settled
+
+
 async def reply_privately(interaction: Interaction, message: str, **extra: Any) -> None:
     """An ephemeral answer that pings nobody: the first response, or a followup once the interaction was deferred
     (a public "thinking..." placeholder is removed first)."""
@@ -65,10 +74,15 @@ async def reply_privately(interaction: Interaction, message: str, **extra: Any) 
     if deferral is not None:
         deferral.settled = True
         await deferral.withdraw()  # also waits for a deferral under way, so that is_done() below is true
-    if interaction.response.is_done():
-        await interaction.followup.send(message, ephemeral=True, allowed_mentions=_NO_PINGS, **extra)
-    else:
-        await interaction.response.send_message(message, ephemeral=True, allowed_mentions=_NO_PINGS, **extra)
+    if not interaction.response.is_done():
+        try:
+            await interaction.response.send_message(message, ephemeral=True, allowed_mentions=_NO_PINGS, **extra)
+            return
+        except discord.HTTPException as error:
+            # A deferral that Discord took although its answer never came back (a timeout, a broken connection).
+            if error.code != ALREADY_ACKNOWLEDGED:
+                raise
+    await interaction.followup.send(message, ephemeral=True, allowed_mentions=_NO_PINGS, **extra)
 
 
 async def acknowledge(interaction: Interaction, kind: DeferralKind) -> None:

@@ -326,11 +326,12 @@ class JobService:
         except BaseException:
             settle(False)  # nothing was written: the job takes its place again, and the caller says it failed
             raise
+        else:
+            settle(True)
+            self._forget(job_id)
         finally:
             del self._cancelling[job_id]
             written.set_result(None)  # after settle: a press waiting for this write finds the job where it is now
-        settle(True)
-        self._forget(job_id)
         return cancelled
 
     def _withdraw(self, job_id: int) -> Callable[[bool], None] | None:

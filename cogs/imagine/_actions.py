@@ -25,6 +25,8 @@ Interaction = discord.Interaction["ImagineBot"]
 # Said when the bot's own failure (its database, say) stops a Cancel or a Delete before anything was done.
 NOT_CANCELLED = "Something went wrong on the bot's side, so I could not cancel this request. Please try again."
 NOT_DELETED = "Something went wrong on the bot's side, so nothing was deleted. Please try again."
+# The least time Edit & re-roll gives the job's read before asking to press again (see open_edit_modal).
+MODAL_READ_FLOOR = 0.5
 BUSY_FOR_MODAL = "I'm busy right now and could not open the editor in time; please press **Edit & re-roll** again."
 
 
@@ -120,7 +122,8 @@ async def open_edit_modal(interaction: Interaction, job_id: int) -> None:
     deferral would come, the member is asked to press again rather than left with "This interaction failed".
     """
     try:
-        job = await _job_here(interaction, job_id, within=time_to_defer(interaction))
+        # At least MODAL_READ_FLOOR: a local clock ahead of Discord's must not make every press "too late".
+        job = await _job_here(interaction, job_id, within=max(time_to_defer(interaction), MODAL_READ_FLOOR))
     except TimeoutError:
         log.info("interaction %s: the job could not be read in time to open the modal", interaction.id)
         await refuse(interaction, BUSY_FOR_MODAL)
@@ -170,8 +173,8 @@ async def delete(interaction: Interaction, job_id: int) -> None:
             await refuse(interaction, "Only the member who asked for this image, or a moderator, can delete it.")
             return
         await acknowledge(interaction, "update")
-        deferral_for(interaction, "update").settled = True
-    await _remove_result(interaction, job)
+        deferral_for(interaction, "update").settled = True  # from here a failure is not "nothing was deleted"
+        await _remove_result(interaction, job)
 
 
 async def _remove_result(interaction: Interaction, job: Job) -> None:
