@@ -136,6 +136,13 @@ def database_locked(world: World) -> Iterator[None]:
             db.execute("COMMIT")
 
 
+def job_state(world: World, interaction: FakeInteraction) -> str | None:
+    """The state the bot's job table gives the job of ``interaction`` (None before it is written)."""
+    with contextlib.closing(sqlite3.connect(f"file:{world.database}?mode=ro", uri=True)) as db:
+        row = db.execute("SELECT state FROM jobs WHERE interaction_id = ?", (interaction.id,)).fetchone()
+    return None if row is None else str(row[0])
+
+
 def button_id(message: FakeMessage | None, label: str) -> str:
     """The custom_id of the button labelled ``label`` on a message."""
     assert message is not None, "no message"

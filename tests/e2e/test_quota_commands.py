@@ -15,7 +15,7 @@ from typing import Any
 
 from imaginebot.periods import Period, discord_timestamp, period_bounds
 from imaginebot.store import open_store
-from tests.e2e.harness import World, content_of, database_locked, has_attachments
+from tests.e2e.harness import World, content_of, database_locked, has_attachments, job_state, wait_until
 from tests.fakes.discord import FakeInteraction, FakeMember
 
 FOUR_CREDITS = {"size": "2048x2048", "quality": "medium"}
@@ -75,11 +75,13 @@ async def imagine_refused(world: World, member: FakeMember, prompt: str = "a qui
 async def imagine_accepted(
     world: World, member: FakeMember, prompt: str = "a quiet harbour", **options: Any
 ) -> FakeInteraction:
-    """``/imagine`` accepted (a public first response: its status) and its images delivered."""
+    """``/imagine`` accepted (a public first response: its status), its images delivered and the delivery recorded
+    (until then the job counts as pending, and a moderator's reset leaves its credits charged)."""
     interaction = await world.imagine(member, prompt=prompt, **options)
     callback = await interaction.wait_for_callback(timeout=3)
     assert callback["type"] == 4 and not interaction.ephemeral, f"/imagine {options} was refused: {callback}"
     await interaction.wait_for(has_attachments(options.get("count", 1)), timeout=30)
+    await wait_until(lambda: job_state(world, interaction) == "delivered", timeout=5, what="the delivery recorded")
     return interaction
 
 
