@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from types import MappingProxyType
 from typing import cast
 
 import asyncpg
 
-from imaginebot.store.sql import Connection, SqlStore, Statement
+from imaginebot.periods import day_start
+from imaginebot.store.base import BudgetCheck, NewJob, Refused, Reserved
+from imaginebot.store.sql import Connection, SqlStore, Statement, _job, refusal
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +26,72 @@ def advisory_lock_key(name: str) -> int:
 
 
 _GLOBAL_KEY = advisory_lock_key("imaginebot:reservations")
+
+
+def _guild_key(guild_id: int) -> int:
+    """The advisory lock that serialises a guild's reservations and credit changes."""
+    return advisory_lock_key(f"imaginebot:guild:{guild_id}")
+
+
 _MIGRATIONS_KEY = advisory_lock_key("imaginebot:migrations")
+
+# A reservation in one round trip: the locks, the limits' sums, the job, its ledger charge and the per-day totals,
+# as SqlStore's reservation statements do them in several (see there). Each statement of a PL/pgSQL function
+# sees what was committed when it starts (READ COMMITTED), so the sums, read after the locks, count every earlier
+# reservation; the locks are held for the server's few microseconds of work, not for the client's round trips.
+# Versioned: a bot of another version on the same database keeps its own. (Re)created with the migrations.
+RESERVE_FUNCTION = "imaginebot_reserve_v1"
+_CREATE_RESERVE_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION {RESERVE_FUNCTION}(
+    p_global_lock BIGINT, p_guild_lock BIGINT,
+    p_guild BIGINT, p_channel BIGINT, p_user BIGINT, p_application BIGINT, p_interaction BIGINT,
+    p_token TEXT, p_expires TIMESTAMPTZ, p_options TEXT, p_cost BIGINT, p_now TIMESTAMPTZ, p_state TEXT,
+    p_started TIMESTAMPTZ, p_day TIMESTAMPTZ,
+    p_scopes TEXT[], p_starts TIMESTAMPTZ[], p_ends TIMESTAMPTZ[], p_limits BIGINT[]
+) RETURNS TABLE (job jobs, used BIGINT[])
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    v_used BIGINT[] := '{{}}';
+    v_sum BIGINT;
+    v_fits BOOLEAN := TRUE;
+    v_job jobs;
+BEGIN
+    IF p_global_lock IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock(p_global_lock);
+    END IF;
+    PERFORM pg_advisory_xact_lock(p_guild_lock);
+    FOR i IN 1 .. COALESCE(array_length(p_scopes, 1), 0) LOOP
+        SELECT COALESCE(SUM(amount), 0) INTO v_sum FROM usage_daily
+        WHERE scope = p_scopes[i]
+          AND guild_id = CASE WHEN p_scopes[i] = 'global' THEN 0 ELSE p_guild END
+          AND user_id = CASE WHEN p_scopes[i] = 'member' THEN p_user ELSE 0 END
+          AND day >= p_starts[i] AND day < p_ends[i];
+        v_used := v_used || v_sum;
+        IF v_sum + p_cost > p_limits[i] THEN
+            v_fits := FALSE;
+        END IF;
+    END LOOP;
+    IF NOT v_fits THEN
+        RETURN QUERY SELECT NULL::jobs, v_used;
+        RETURN;
+    END IF;
+    INSERT INTO jobs (guild_id, channel_id, user_id, application_id, interaction_id, interaction_token,
+                      token_expires_at, options, cost, created_at, state, started_at)
+    VALUES (p_guild, p_channel, p_user, p_application, p_interaction, p_token, p_expires, p_options, p_cost,
+            p_now, p_state, p_started)
+    RETURNING * INTO v_job;
+    INSERT INTO ledger (guild_id, user_id, job_id, amount, reason, charged_at, created_at, actor_id)
+    VALUES (p_guild, p_user, v_job.id, p_cost, 'reserve', p_now, p_now, NULL);
+    -- In the order every writer of the totals uses (member, server, bot-wide), so none waits on another in a cycle.
+    INSERT INTO usage_daily (scope, guild_id, user_id, day, amount)
+    VALUES ('member', p_guild, p_user, p_day, p_cost), ('server', p_guild, 0, p_day, p_cost),
+           ('global', 0, 0, p_day, p_cost)
+    ON CONFLICT (scope, guild_id, user_id, day) DO UPDATE SET amount = usage_daily.amount + excluded.amount;
+    RETURN QUERY SELECT v_job, v_used;
+END
+$$
+"""
+_RESERVE = f"SELECT job, used FROM {RESERVE_FUNCTION}({', '.join(f'${n}' for n in range(1, 20))})"
 
 # Seconds any one query may take before asyncpg gives up on it. Every query here takes milliseconds; without a limit a
 # server that went silent (a network partition, no reset) would hang reservations until the kernel gives up, ~15 min.
@@ -39,7 +108,10 @@ class PostgresStore(SqlStore):
     Chosen over SERIALIZABLE because nothing has to be retried, a waiter only waits for a transaction of a
     few statements, and a guild never waits for another unless a global budget joins them. Under READ
     COMMITTED each statement sees everything committed before it, so the sums taken after the lock include
-    every earlier reservation.
+    every earlier reservation. A reservation is one call of a server-side function (RESERVE_FUNCTION), so the
+    guild's lock is held for the server's work and the commit, not for round trips from the bot (a 500-member
+    burst on loopback: first response p99 from about 0.9-1.0 s to 0.55-0.6 s, the bot's CPU per interaction
+    from about 1.1-1.3 to 0.8-0.9 ms).
     """
 
     type_names = MappingProxyType(
@@ -114,8 +186,50 @@ class PostgresStore(SqlStore):
             yield conn
 
     def _guild_lock_statements(self, guild_id: int, *, everyone: bool) -> list[Statement]:
-        guild = Statement("SELECT pg_advisory_xact_lock($1)", (advisory_lock_key(f"imaginebot:guild:{guild_id}"),))
+        guild = Statement("SELECT pg_advisory_xact_lock($1)", (_guild_key(guild_id),))
         return [Statement("SELECT pg_advisory_xact_lock($1)", (_GLOBAL_KEY,)), guild] if everyone else [guild]
+
+    async def _after_migrations(self, conn: Connection) -> None:
+        await cast(asyncpg.Connection, conn).execute(_CREATE_RESERVE_FUNCTION, timeout=MIGRATION_TIMEOUT)
+
+    async def _reserve(
+        self,
+        job: NewJob,
+        ordered: Sequence[BudgetCheck],
+        bounds: Sequence[tuple[datetime, datetime]],
+        *,
+        now: datetime,
+        expires: datetime,
+        start: bool,
+    ) -> Reserved | Refused:
+        # One statement, its own transaction (see RESERVE_FUNCTION), with the same locks as _guild_lock_statements.
+        everyone = any(check.scope == "global" for check in ordered)
+        async with self._connection() as conn:
+            row = await conn.fetchrow(
+                _RESERVE,
+                _GLOBAL_KEY if everyone else None,
+                _guild_key(job.guild_id),
+                job.guild_id,
+                job.channel_id,
+                job.user_id,
+                job.application_id,
+                job.interaction_id,
+                job.interaction_token,
+                expires,
+                json.dumps(job.options, ensure_ascii=False),
+                job.cost,
+                now,
+                "running" if start else "queued",
+                now if start else None,
+                day_start(now),
+                [check.scope for check in ordered],
+                [period_start for period_start, _ in bounds],
+                [period_end for _, period_end in bounds],
+                [check.limit.credits for check in ordered],
+            )
+        if row["job"] is not None:
+            return Reserved(_job(row["job"]))
+        return refusal(job, ordered, bounds, row["used"])
 
     async def _lock_migrations(self, conn: Connection) -> None:
         pg = cast(asyncpg.Connection, conn)

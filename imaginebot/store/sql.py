@@ -352,6 +352,16 @@ def _reservation_sql(scopes: tuple[Scope, ...]) -> tuple[_Template, _Template]:
     return _Template(f"SELECT {usage}", tuple(sums.values)), _Template(insert, tuple(params.values))
 
 
+def refusal(
+    job: NewJob, ordered: Sequence[BudgetCheck], bounds: Sequence[tuple[datetime, datetime]], used: Sequence[Any]
+) -> Refused:
+    """Which of the ``ordered`` limits refused ``job``, given what each had ``used`` before it."""
+    for index, (check, (_, end)) in enumerate(zip(ordered, bounds, strict=True)):
+        if int(used[index]) + job.cost > check.limit.credits:
+            return Refused(check.scope, check.limit, int(used[index]), end)
+    raise RuntimeError(f"job for interaction {job.interaction_id} was refused, but no limit is exceeded")
+
+
 _CHARGE_RESERVED = (
     _INTO_LEDGER + "SELECT guild_id, user_id, id, cost, 'reserve', created_at, created_at, NULL FROM jobs "
     "WHERE guild_id = $1 AND user_id = $2 AND created_at = $3 AND interaction_id = $4 "
@@ -461,6 +471,10 @@ class SqlStore(Store):
     async def _run_script(self, conn: Connection, script: str) -> None:
         """Run several ``;``-separated statements inside the current transaction."""
 
+    async def _after_migrations(self, conn: Connection) -> None:
+        """Backend-specific objects built on the schema (PostgreSQL's reservation function), inside the migrations'
+        transaction and lock, at every start (nothing by default)."""
+
     async def _migrate(self) -> None:
         """Apply, in one transaction, every migration not yet recorded in schema_migrations."""
         migrations = load_migrations()
@@ -479,6 +493,7 @@ class SqlStore(Store):
                     migration.name,
                     utc_now(),
                 )
+            await self._after_migrations(conn)
         unknown = applied - {migration.version for migration in migrations}
         if unknown:
             log.warning("the database has migrations this version does not know: %s", sorted(unknown))
@@ -497,14 +512,25 @@ class SqlStore(Store):
                 raise ValueError(f"scope must be one of {', '.join(SCOPES)}, not {check.scope!r}")
             _check_limit(check.limit)
         ordered = sorted(checks, key=lambda check: SCOPES.index(check.scope))
-        options = json.dumps(job.options, ensure_ascii=False)
+        bounds = [period_bounds(check.limit.period, now) for check in ordered]
+        return await self._reserve(job, ordered, bounds, now=now, expires=expires, start=start)
 
+    async def _reserve(
+        self,
+        job: NewJob,
+        ordered: Sequence[BudgetCheck],
+        bounds: Sequence[tuple[datetime, datetime]],
+        *,
+        now: datetime,
+        expires: datetime,
+        start: bool,
+    ) -> Reserved | Refused:
+        """``reserve`` once its arguments are checked: ``ordered`` checks (in SCOPES order), their periods' bounds."""
         # One transaction of statements that decide in SQL, so that the SQLite store sends it in one go and
         # commits it together with the reservations that arrived beside it.
         statements = self._guild_lock_statements(
             job.guild_id, everyone=any(check.scope == "global" for check in ordered)
         )
-        bounds = [period_bounds(check.limit.period, now) for check in ordered]
         arguments: dict[str, Any] = {
             "guild": job.guild_id,
             "channel": job.channel_id,
@@ -513,7 +539,7 @@ class SqlStore(Store):
             "interaction": job.interaction_id,
             "token": job.interaction_token,
             "expires": expires,
-            "options": options,
+            "options": json.dumps(job.options, ensure_ascii=False),
             "cost": job.cost,
             "now": now,
             "state": "running" if start else "queued",
@@ -538,11 +564,7 @@ class SqlStore(Store):
         inserted = results[-3]
         if inserted:
             return Reserved(_job(inserted[0]))
-        used = results[-4][0] if ordered else ()
-        for index, (check, (_, end)) in enumerate(zip(ordered, bounds, strict=True)):
-            if int(used[index]) + job.cost > check.limit.credits:
-                return Refused(check.scope, check.limit, int(used[index]), end)
-        raise RuntimeError(f"job for interaction {job.interaction_id} was refused, but no limit is exceeded")
+        return refusal(job, ordered, bounds, results[-4][0] if ordered else ())
 
     async def usage(
         self,
