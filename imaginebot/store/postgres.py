@@ -15,7 +15,7 @@ import asyncpg
 
 from imaginebot.periods import day_start
 from imaginebot.store.base import BudgetCheck, NewJob, Refused, Reserved
-from imaginebot.store.sql import Connection, SqlStore, Statement, _job, refusal
+from imaginebot.store.sql import _JOB_COLUMNS, Connection, SqlStore, Statement, _job, refusal
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +39,12 @@ _MIGRATIONS_KEY = advisory_lock_key("imaginebot:migrations")
 # as SqlStore's reservation statements do them in several (see there). Each statement of a PL/pgSQL function
 # sees what was committed when it starts (READ COMMITTED), so the sums, read after the locks, count every earlier
 # reservation; the locks are held for the server's few microseconds of work, not for the client's round trips.
-# Versioned: a bot of another version on the same database keeps its own. (Re)created with the migrations.
+# Versioned: a bot of another version on the same database keeps its own. Created with the migrations when missing
+# or different (see _after_migrations).
 RESERVE_FUNCTION = "imaginebot_reserve_v1"
-_CREATE_RESERVE_FUNCTION = f"""
-CREATE OR REPLACE FUNCTION {RESERVE_FUNCTION}(
-    p_global_lock BIGINT, p_guild_lock BIGINT,
-    p_guild BIGINT, p_channel BIGINT, p_user BIGINT, p_application BIGINT, p_interaction BIGINT,
-    p_token TEXT, p_expires TIMESTAMPTZ, p_options TEXT, p_cost BIGINT, p_now TIMESTAMPTZ, p_state TEXT,
-    p_started TIMESTAMPTZ, p_day TIMESTAMPTZ,
-    p_scopes TEXT[], p_starts TIMESTAMPTZ[], p_ends TIMESTAMPTZ[], p_limits BIGINT[]
-) RETURNS TABLE (job jobs, used BIGINT[])
-LANGUAGE plpgsql VOLATILE AS $$
+_RESERVE_FUNCTION_BODY = """
 DECLARE
-    v_used BIGINT[] := '{{}}';
+    v_used BIGINT[] := '{}';
     v_sum BIGINT;
     v_fits BOOLEAN := TRUE;
     v_job jobs;
@@ -89,9 +82,30 @@ BEGIN
     ON CONFLICT (scope, guild_id, user_id, day) DO UPDATE SET amount = usage_daily.amount + excluded.amount;
     RETURN QUERY SELECT v_job, v_used;
 END
-$$
 """
-_RESERVE = f"SELECT job, used FROM {RESERVE_FUNCTION}({', '.join(f'${n}' for n in range(1, 20))})"
+_CREATE_RESERVE_FUNCTION = (
+    f"""
+CREATE OR REPLACE FUNCTION {RESERVE_FUNCTION}(
+    p_global_lock BIGINT, p_guild_lock BIGINT,
+    p_guild BIGINT, p_channel BIGINT, p_user BIGINT, p_application BIGINT, p_interaction BIGINT,
+    p_token TEXT, p_expires TIMESTAMPTZ, p_options TEXT, p_cost BIGINT, p_now TIMESTAMPTZ, p_state TEXT,
+    p_started TIMESTAMPTZ, p_day TIMESTAMPTZ,
+    p_scopes TEXT[], p_starts TIMESTAMPTZ[], p_ends TIMESTAMPTZ[], p_limits BIGINT[]
+) RETURNS TABLE (job jobs, used BIGINT[])
+"""
+    "LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $$" + _RESERVE_FUNCTION_BODY + "$$"
+)
+# Its body as this process would create it, if one of that name already exists in the current schema.
+_EXISTING_RESERVE_FUNCTION = (
+    "SELECT p.prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+    "WHERE p.proname = $1 AND n.nspname = current_schema()"
+)
+# The job's columns one by one, not the row: asyncpg caches a row type's shape per connection, and a column added
+# to jobs (a newer bot's migration) would then fail the call after the server had committed it.
+_RESERVE = (
+    f"SELECT {', '.join(f'(r.job).{column.strip()}' for column in _JOB_COLUMNS.split(','))}, r.used "
+    f"FROM {RESERVE_FUNCTION}({', '.join(f'${n}' for n in range(1, 20))}) AS r"
+)
 
 # Seconds any one query may take before asyncpg gives up on it. Every query here takes milliseconds; without a limit a
 # server that went silent (a network partition, no reset) would hang reservations until the kernel gives up, ~15 min.
@@ -190,7 +204,11 @@ class PostgresStore(SqlStore):
         return [Statement("SELECT pg_advisory_xact_lock($1)", (_GLOBAL_KEY,)), guild] if everyone else [guild]
 
     async def _after_migrations(self, conn: Connection) -> None:
-        await cast(asyncpg.Connection, conn).execute(_CREATE_RESERVE_FUNCTION, timeout=MIGRATION_TIMEOUT)
+        # Only when missing or different: replacing a function takes owning it, and the bot's role may not own one
+        # created by an administrator's role.
+        pg = cast(asyncpg.Connection, conn)
+        if await pg.fetchval(_EXISTING_RESERVE_FUNCTION, RESERVE_FUNCTION) != _RESERVE_FUNCTION_BODY:
+            await pg.execute(_CREATE_RESERVE_FUNCTION, timeout=MIGRATION_TIMEOUT)
 
     async def _reserve(
         self,
@@ -227,8 +245,8 @@ class PostgresStore(SqlStore):
                 [period_end for _, period_end in bounds],
                 [check.limit.credits for check in ordered],
             )
-        if row["job"] is not None:
-            return Reserved(_job(row["job"]))
+        if row["id"] is not None:
+            return Reserved(_job(row))
         return refusal(job, ordered, bounds, row["used"])
 
     async def _lock_migrations(self, conn: Connection) -> None:

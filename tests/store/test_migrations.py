@@ -123,3 +123,45 @@ async def test_postgres_gives_up_on_a_query_that_hangs_but_not_on_a_long_migrati
         await store.close()
         await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
         await admin.close()
+
+
+async def test_reservations_go_on_when_another_version_adds_a_column_to_jobs(
+    store_factory: StoreFactory, new_job: Callable[..., NewJob]
+) -> None:
+    """A newer bot's migration on the same database: this one's reservations (on connections it already used,
+    PostgreSQL's through its reservation function) still charge and return the job, and only once."""
+    store = store_factory(pool_size=1)
+    await store.open()
+    assert isinstance(await store.reserve(new_job(cost=100), [], now=NOW), Reserved)
+    await run_around_the_store(store_factory, store, ["ALTER TABLE jobs ADD COLUMN from_a_newer_bot TEXT"])
+    second = await store.reserve(new_job(cost=50), [], now=NOW)
+    assert isinstance(second, Reserved) and second.job.cost == 50
+    assert await store.get_job(second.job.id) == second.job
+    assert await store.usage(guild_id=second.job.guild_id, user_id=second.job.user_id, period="day", now=NOW) == 150
+    await store.close()
+
+
+async def test_a_postgres_start_leaves_an_unchanged_reservation_function_alone() -> None:
+    """Replacing a function takes owning it: a start whose function is already right does not replace it."""
+    url = postgres_url()
+    schema = f"test_{uuid.uuid4().hex}"
+    admin = await asyncpg.connect(url)
+    try:
+        await admin.execute(f"CREATE SCHEMA {schema}")
+        first = PostgresStore(url, schema=schema, min_size=1, max_size=2)
+        await first.open()
+        await first.close()
+        oid = await admin.fetchval(
+            "SELECT p.oid::bigint FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE p.proname = $1 AND n.nspname = $2",
+            postgres_module.RESERVE_FUNCTION,
+            schema,
+        )
+        xmin = await admin.fetchval("SELECT xmin::text FROM pg_proc WHERE oid = $1", oid)
+        second = PostgresStore(url, schema=schema, min_size=1, max_size=2)
+        await second.open()
+        await second.close()
+        assert await admin.fetchval("SELECT xmin::text FROM pg_proc WHERE oid = $1", oid) == xmin  # not rewritten
+    finally:
+        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        await admin.close()
