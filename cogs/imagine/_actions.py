@@ -50,19 +50,23 @@ async def _saved_options(interaction: Interaction, job: Job) -> ImagineOptions |
         return None
 
 
-async def _may_manage(interaction: Interaction, job: Job) -> bool:
-    return interaction.user.id == job.user_id or await is_moderator(interaction)
+async def _job_to_manage(interaction: Interaction, job_id: int, action: str) -> Job | None:
+    """The job, if the clicker may ``action`` it (its requester or a moderator); None, and told why, if not."""
+    job = await _job_here(interaction, job_id)
+    if job is None:
+        return None
+    if interaction.user.id != job.user_id and not await is_moderator(interaction):
+        await refuse(interaction, f"Only the member who asked for this image, or a moderator, can {action} it.")
+        return None
+    return job
 
 
 async def cancel(interaction: Interaction, job_id: int) -> None:
     """The requester or a moderator cancels a job the generator has not taken (queued, or waiting out a 429); it is
     refunded and never delivered."""
     async with answered_in_time(interaction, "update", failure=NOT_CANCELLED):
-        job = await _job_here(interaction, job_id)
+        job = await _job_to_manage(interaction, job_id, "cancel")
         if job is None:
-            return
-        if not await _may_manage(interaction, job):
-            await refuse(interaction, "Only the member who asked for this image, or a moderator, can cancel it.")
             return
         bot = interaction.client
         if not await bot.jobs.cancel(job_id, actor_id=interaction.user.id):
@@ -166,11 +170,8 @@ def _modal_value(data: dict[str, Any], custom_id: str) -> str | None:
 async def delete(interaction: Interaction, job_id: int) -> None:
     """The requester or a moderator removes the result: its message, and the others when it was split."""
     async with answered_in_time(interaction, "update", failure=NOT_DELETED):
-        job = await _job_here(interaction, job_id)
+        job = await _job_to_manage(interaction, job_id, "delete")
         if job is None:
-            return
-        if not await _may_manage(interaction, job):
-            await refuse(interaction, "Only the member who asked for this image, or a moderator, can delete it.")
             return
         await acknowledge(interaction, "update")
         deferral_for(interaction, "update").settled = True  # from here a failure is not "nothing was deleted"

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
+from collections.abc import AsyncIterator
 
 from tests.e2e.harness import World, button_id, database_locked, has_attachments, wait_until
 from tests.fakes.discord import FakeInteraction, FakeMember, FakeMessage
@@ -129,14 +130,22 @@ async def test_delete_only_for_the_requester_or_a_moderator(world: World) -> Non
     await world.discord.wait_for(lambda: also_mine.deleted, timeout=5, what="the result deleted by a moderator")
 
 
-async def test_delete_behind_a_slow_write_is_acknowledged_in_time(world: World) -> None:
+@contextlib.asynccontextmanager
+async def a_result_behind_a_blocked_write(world: World) -> AsyncIterator[FakeMessage]:
+    """A delivered result, then the database locked with another member's request waiting for it: a click's read
+    of the job waits behind that write until the block ends (and the request is delivered after it)."""
     await world.start_bot()
     result = await result_of(await world.imagine(prompt="mine", quality="low"))
     await wait_until(lambda: "job 1 delivered" in world.bot.log(), timeout=5, what="the delivery recorded")
     with database_locked(world):
-        # Another member's request waits for the lock, and the clicks' reads of the job wait behind it.
         waiting = await world.imagine(world.other, prompt="waits for the lock", quality="low")
         await asyncio.sleep(0.2)
+        yield result
+    await waiting.wait_for(has_attachments(1), timeout=30)
+
+
+async def test_delete_behind_a_slow_write_is_acknowledged_in_time(world: World) -> None:
+    async with a_result_behind_a_blocked_write(world) as result:
         refused = await click(world, world.other, result, "Delete")
         deleted = await click(world, world.member, result, "Delete")
         for interaction in (refused, deleted):
@@ -149,20 +158,13 @@ async def test_delete_behind_a_slow_write_is_acknowledged_in_time(world: World) 
     await refused.wait_for(lambda i: bool(i.followups), timeout=10)
     [answer] = refused.followups
     assert answer.ephemeral and "Only the member" in answer.content
-    await waiting.wait_for(has_attachments(1), timeout=30)
 
 
 async def test_edit_and_reroll_behind_a_slow_read_asks_to_press_again_in_time(world: World) -> None:
-    await world.start_bot()
-    result = await result_of(await world.imagine(prompt="mine", quality="low"))
-    await wait_until(lambda: "job 1 delivered" in world.bot.log(), timeout=5, what="the delivery recorded")
-    with database_locked(world):
-        waiting = await world.imagine(world.other, prompt="waits for the lock", quality="low")
-        await asyncio.sleep(0.2)
+    async with a_result_behind_a_blocked_write(world) as result:
         # A modal must be the first answer and cannot be deferred: the member is asked to press again, in time.
         opener = await click(world, world.member, result, "Edit & re-roll")
         await assert_refused(opener, "press **Edit & re-roll** again")
-    await waiting.wait_for(has_attachments(1), timeout=30)
     opener = await click(world, world.member, result, "Edit & re-roll")
     callback = await opener.wait_for_callback(timeout=3)
     assert callback["type"] == MODAL

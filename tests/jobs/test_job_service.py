@@ -167,6 +167,14 @@ class Harness:
         self.events.deliver_with = held
         return gate
 
+    async def fill_members_places(self) -> asyncio.Event:
+        """The member's two places in flight taken by jobs held before delivery (set the event to let them go):
+        the member's next job waits in the queue."""
+        gate = self.hold_deliveries()
+        for _ in range(2):
+            await self.submit()
+        return gate
+
     async def settled(self, job: Job, timeout: float = 5) -> Job:
         async with asyncio.timeout(timeout):
             while True:
@@ -548,9 +556,7 @@ async def test_a_cancel_that_cannot_be_written_puts_a_waiting_job_back(
 async def test_a_second_cancel_during_the_first_ones_write_waits_for_its_outcome(
     harness: Harness, monkeypatch: pytest.MonkeyPatch, first_written: bool
 ) -> None:
-    gate = harness.hold_deliveries()
-    for _ in range(2):  # the member's two places in flight
-        await harness.submit()
+    gate = await harness.fill_members_places()
     queued = await harness.submit()
     real_fail_job = harness.store.fail_job
     writing, finish = asyncio.Event(), asyncio.Event()
@@ -588,9 +594,7 @@ async def test_a_second_cancel_during_the_first_ones_write_waits_for_its_outcome
 async def test_a_job_that_cannot_be_taken_back_runs_on_rather_than_wait_unseen(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    gate = harness.hold_deliveries()
-    for _ in range(2):  # the member's two places in flight
-        await harness.submit()
+    gate = await harness.fill_members_places()
     queued = await harness.submit()
     real_fail_job = harness.store.fail_job
     monkeypatch.setattr(harness.store, "fail_job", failing_write)
@@ -633,9 +637,7 @@ async def test_a_request_written_as_the_bot_stops_that_cannot_be_given_back_is_a
     harness: Harness, monkeypatch: pytest.MonkeyPatch, free_slot: bool
 ) -> None:
     if not free_slot:
-        gate = harness.hold_deliveries()
-        for _ in range(2):  # the member's two places in flight
-            await harness.submit()
+        gate = await harness.fill_members_places()
     real_reserve = harness.store.reserve
     writing, release = asyncio.Event(), asyncio.Event()
 
