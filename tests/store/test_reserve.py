@@ -305,6 +305,16 @@ async def test_a_reservation_at_the_last_second_of_sunday_counts_for_that_week(
     await reserved(store, new_job(cost=700), [member(700, "week")], now=monday)
 
 
+async def test_usage_on_the_day_a_period_ends_is_not_counted_in_it(store: Store, new_job: NewJobFactory) -> None:
+    """A period's end is exclusive in every sum: usage already recorded for Monday (a clock a moment ahead, say)
+    does not fill the week that ends as Monday begins, for any scope."""
+    sunday_night = datetime(2026, 3, 15, 23, 59, 59, tzinfo=UTC)
+    monday = datetime(2026, 3, 16, tzinfo=UTC)
+    await reserved(store, new_job(cost=700), [], now=monday)
+    limits = [member(700, "week"), server(700, "week"), everyone(700, "week")]
+    await reserved(store, new_job(cost=700), limits, now=sunday_night)
+
+
 async def test_month_boundary(store: Store, new_job: NewJobFactory) -> None:
     last_moment = datetime(2026, 3, 31, 23, 59, 59, 999_999, tzinfo=UTC)
     await reserved(store, new_job(cost=100), [], now=last_moment)
