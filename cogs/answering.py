@@ -10,7 +10,7 @@ seconds old is deferred, in the way its answer will come:
 - ``private``: a command answered privately (``/quota``, ``/settings``): a private "thinking...", which the answer
   (a followup) replaces.
 - ``update``: a button that answers by changing its own message (Cancel, Delete): a deferred update, which shows
-  nothing; the message is then edited with ``edit_original_response``.
+  nothing; the message is then edited (or deleted) through ``@original``.
 """
 
 from __future__ import annotations
@@ -71,18 +71,26 @@ async def reply_privately(interaction: Interaction, message: str, **extra: Any) 
     """An ephemeral answer that pings nobody: the first response, or a followup once the interaction was deferred
     (a public "thinking..." placeholder is removed first)."""
     deferral: Deferral | None = interaction.extras.get(_DEFERRAL_KEY)
+    deferred = deferral is not None and await deferral.deferred()  # waits for a deferral under way
     if deferral is not None:
-        deferral.settled = True
-        await deferral.withdraw()  # also waits for a deferral under way, so that is_done() below is true
-    if not interaction.response.is_done():
+        await deferral.withdraw()
+    if not deferred and not interaction.response.is_done():
         try:
             await interaction.response.send_message(message, ephemeral=True, allowed_mentions=_NO_PINGS, **extra)
-            return
         except discord.HTTPException as error:
-            # A deferral that Discord took although its answer never came back (a timeout, a broken connection).
+            # Answered already, though the bot never heard back (a deferral whose answer was lost, say).
             if error.code != ALREADY_ACKNOWLEDGED:
                 raise
+        else:
+            _settle(deferral)
+            return
     await interaction.followup.send(message, ephemeral=True, allowed_mentions=_NO_PINGS, **extra)
+    _settle(deferral)
+
+
+def _settle(deferral: Deferral | None) -> None:
+    if deferral is not None:
+        deferral.settled = True  # the member has their answer: a later error is not told as if nothing happened
 
 
 async def acknowledge(interaction: Interaction, kind: DeferralKind) -> None:
@@ -131,9 +139,13 @@ class Deferral:
         log.info("interaction %s: the answer is taking long; deferring it", self.interaction.id)
         try:
             await _defer(self.interaction, self.kind)
-        except (*DISCORD_FAILURES, discord.InteractionResponded) as error:
+        except (discord.HTTPException, discord.InteractionResponded) as error:
             log.warning("interaction %s: could not defer: %s", self.interaction.id, failure_text(error))
             return False
+        except DISCORD_FAILURES as error:
+            # No answer (a broken connection, a timeout): Discord may well have taken it, and by now the 3 s are
+            # over, so answering as after a deferral is the only way left that can still work.
+            log.warning("interaction %s: the deferral got no answer (%s)", self.interaction.id, failure_text(error))
         return True
 
     def stop(self) -> None:

@@ -80,7 +80,8 @@ class JobRequest:
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """The request was paid for and is running (``position`` None) or queued at ``position``."""
+    """The request was paid for and is running (``position`` None) or queued at ``position``. One accepted as
+    the bot stops, that the store could not give back, is left for the next start (see ``submit``)."""
 
     job: Job
     position: int | None

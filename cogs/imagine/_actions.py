@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from cogs.answering import acknowledge, deferral_for, time_to_defer
+from cogs.answering import DISCORD_FAILURES, acknowledge, deferral_for, failure_text, time_to_defer
 from cogs.imagine import _render
 from cogs.imagine._submit import accept, answered_in_time, options_from_member, refuse
 from cogs.imagine._views import EDIT_MODAL_PREFIX, EDIT_MODAL_PROMPT_ID, EditPromptModal
@@ -27,6 +27,8 @@ NOT_CANCELLED = "Something went wrong on the bot's side, so I could not cancel t
 NOT_DELETED = "Something went wrong on the bot's side, so nothing was deleted. Please try again."
 # The least time Edit & re-roll gives the job's read before asking to press again (see open_edit_modal).
 MODAL_READ_FLOOR = 0.5
+CANCEL_AFTER_RESTART = "I'm restarting right now; this request waits for me. Press Cancel again in a minute."
+EDITOR_NOT_OPENED = "Something went wrong on the bot's side, so the editor did not open. Please try again."
 BUSY_FOR_MODAL = "I'm busy right now and could not open the editor in time; please press **Edit & re-roll** again."
 
 
@@ -73,6 +75,9 @@ async def cancel(interaction: Interaction, job_id: int) -> None:
             if await bot.jobs.was_cancelled(job_id):
                 await refuse(interaction, "This request was already cancelled (and refunded).")
                 return
+            if bot.jobs.stopping and job.state == "queued":  # waiting for the next start, in no line of this one
+                await refuse(interaction, CANCEL_AFTER_RESTART)
+                return
             await refuse(
                 interaction, "This request has already started (or finished), so it can no longer be cancelled."
             )
@@ -83,10 +88,17 @@ async def cancel(interaction: Interaction, job_id: int) -> None:
         bot.messenger.forget(job_id)
         who = "" if interaction.user.id == job.user_id else f" by moderator <@{interaction.user.id}>"
         cancelled = {"content": f"🚫 Cancelled{who}. <@{job.user_id}> was refunded {_render.credits_text(job.cost)}."}
-        if await deferral.deferred():  # the store was slow: the pressed status message is edited through the token
-            await interaction.edit_original_response(**cancelled, view=None, allowed_mentions=_render.NO_PINGS)
-        else:
-            await interaction.response.edit_message(**cancelled, view=None, allowed_mentions=_render.NO_PINGS)
+        try:
+            if await deferral.deferred():  # the store was slow: the pressed status is edited through the token
+                await interaction.edit_original_response(**cancelled, view=None, allowed_mentions=_render.NO_PINGS)
+            else:
+                await interaction.response.edit_message(**cancelled, view=None, allowed_mentions=_render.NO_PINGS)
+        except DISCORD_FAILURES as error:
+            # Cancelled and refunded, but the click could not change the status: the job's own token says it, so
+            # the status does not keep "queued" and a Cancel button for good.
+            log.info("job %s: the Cancel click could not edit the status (%s)", job.id, failure_text(error))
+            bot.messenger.restate_after(job, in_flight, {**cancelled, "view": None})
+            return
         if in_flight:  # an edit on the job's own token may land after this answer: say it again once they are done
             bot.messenger.restate_after(job, in_flight, {**cancelled, "view": None})
 
@@ -131,6 +143,10 @@ async def open_edit_modal(interaction: Interaction, job_id: int) -> None:
     except TimeoutError:
         log.info("interaction %s: the job could not be read in time to open the modal", interaction.id)
         await refuse(interaction, BUSY_FOR_MODAL)
+        return
+    except Exception:
+        log.exception("interaction %s: the job could not be read to open the modal", interaction.id)
+        await refuse(interaction, EDITOR_NOT_OPENED)
         return
     options = None if job is None else await _saved_options(interaction, job)
     if options is not None:

@@ -190,14 +190,15 @@ class JobMessenger:
         return [task for task in self._edits.get(job_id, ()) if not task.done()]
 
     def restate_after(self, job: Job, edits: list[asyncio.Task[None]], fields: dict[str, Any]) -> None:
-        """Once ``edits`` are done, set the status to ``fields`` again, so that it is what stays.
+        """Once ``edits`` are done (if any), set the status to ``fields`` again, so that it is what stays.
 
         A Cancel click answers on its own token, so a "generating" edit already sent on the job's token could land
         after "Cancelled" and show a cancelled job as generating for good.
         """
 
         async def restate() -> None:
-            await asyncio.wait(edits, timeout=RESTATE_WAIT)
+            if edits:
+                await asyncio.wait(edits, timeout=RESTATE_WAIT)
             await self._spawn(job, lambda: ("settled", fields))
             self.forget(job.id)
 

@@ -124,8 +124,8 @@ class PostgresStore(SqlStore):
     COMMITTED each statement sees everything committed before it, so the sums taken after the lock include
     every earlier reservation. A reservation is one call of a server-side function (RESERVE_FUNCTION), so the
     guild's lock is held for the server's work and the commit, not for round trips from the bot (a 500-member
-    burst on loopback: first response p99 from about 0.9-1.0 s to 0.55-0.6 s, the bot's CPU per interaction
-    from about 1.1-1.3 to 0.8-0.9 ms).
+    burst on loopback: first response p99 from about 0.9-1.0 s to 0.54-0.62 s, the bot's CPU per interaction
+    from about 1.1-1.3 to 0.8-0.9 ms; bench/README.md).
     """
 
     type_names = MappingProxyType(

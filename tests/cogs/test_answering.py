@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 from unittest.mock import AsyncMock, MagicMock
 
+import aiohttp
 import discord
+import pytest
 from discord import app_commands
 
 from bot import ImagineBot
-from cogs.answering import ALREADY_ACKNOWLEDGED, deferral_for, reply_privately
+from cogs.answering import ALREADY_ACKNOWLEDGED, answered, deferral_for, reply_privately
 from tests.cogs.test_button_answers import FakeResponse
 
 
@@ -53,3 +56,34 @@ async def test_a_private_answer_after_a_deferral_discord_took_silently_goes_as_a
     await reply_privately(interaction, "Your limit is 10 credits per day.")
     interaction.followup.send.assert_awaited_once()
     assert interaction.followup.send.await_args.kwargs["ephemeral"]
+
+
+async def test_a_deferral_that_got_no_answer_counts_as_deferred() -> None:
+    """Discord may have taken it, and the 3 s are over by then: only answers that follow a deferral can work."""
+    interaction = command_interaction()
+
+    async def no_answer(**kwargs: Any) -> None:
+        raise aiohttp.ServerDisconnectedError()
+
+    interaction.response.defer = no_answer
+    interaction.created_at = discord.utils.utcnow() - timedelta(seconds=2.5)  # due at once
+    deferral = deferral_for(interaction, "private")
+    await asyncio.sleep(0.05)
+    assert await deferral.deferred()
+    await reply_privately(interaction, "Your limit is 10 credits per day.")
+    interaction.followup.send.assert_awaited_once()
+
+
+async def test_a_private_answer_that_could_not_be_sent_leaves_the_member_unanswered() -> None:
+    """So that the error handler still tries to tell them something."""
+    interaction = command_interaction()
+    deferral = deferral_for(interaction, "private")
+
+    async def too_long(*args: Any, **kwargs: Any) -> None:
+        raise discord.HTTPException(SimpleNamespace(status=400, reason="Bad Request"), {"code": 50035})  # type: ignore[arg-type]
+
+    interaction.response.send_message = too_long
+    with pytest.raises(discord.HTTPException):
+        await reply_privately(interaction, "x" * 3000)
+    assert not answered(interaction)
+    deferral.stop()

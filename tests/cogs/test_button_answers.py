@@ -106,3 +106,48 @@ async def test_edit_and_reroll_behind_a_read_too_slow_asks_to_press_again() -> N
     await asyncio.wait_for(_actions.open_edit_modal(interaction, JOB_ID), timeout=2)
     [(kind, fields)] = interaction.response.sent
     assert kind == "send_message" and fields["content"] == _actions.BUSY_FOR_MODAL and fields["ephemeral"]
+
+
+def cancel_click(*, cancelled: bool, stopping: bool = False, state: str = "queued") -> Any:
+    """A requester's Cancel press on a queued job, with the job service and messenger faked."""
+    interaction = click(user_id=REQUESTER)
+    job = saved_job()
+    job.cost = 100
+    job.state = state
+    interaction.client.store.get_job = AsyncMock(return_value=job)
+    interaction.client.jobs = SimpleNamespace(
+        cancel=AsyncMock(return_value=cancelled), was_cancelled=AsyncMock(return_value=False), stopping=stopping
+    )
+    interaction.client.messenger = SimpleNamespace(
+        status_edits_in_flight=MagicMock(return_value=[]), forget=MagicMock(), restate_after=MagicMock()
+    )
+    interaction.edit_original_response = AsyncMock()
+    return interaction
+
+
+async def test_a_cancel_whose_click_cannot_change_the_status_says_so_through_the_jobs_token() -> None:
+    interaction = cancel_click(cancelled=True)
+
+    async def refused(*args: Any, **kwargs: Any) -> None:
+        raise discord.HTTPException(SimpleNamespace(status=400, reason="Bad Request"), {"code": 40060})  # type: ignore[arg-type]
+
+    interaction.response.edit_message = refused
+    await _actions.cancel(interaction, JOB_ID)
+    # Cancelled and refunded: the status must not keep "queued" and its Cancel button.
+    [(job, in_flight, fields)] = [call.args for call in interaction.client.messenger.restate_after.call_args_list]
+    assert job.id == JOB_ID and in_flight == [] and "Cancelled" in fields["content"] and fields["view"] is None
+    assert not interaction.followup.send.await_count  # and no "could not cancel" on top
+
+
+async def test_a_cancel_while_the_bot_restarts_asks_to_press_again_later() -> None:
+    interaction = cancel_click(cancelled=False, stopping=True)
+    await _actions.cancel(interaction, JOB_ID)
+    [(kind, fields)] = interaction.response.sent
+    assert kind == "send_message" and fields["content"] == _actions.CANCEL_AFTER_RESTART and fields["ephemeral"]
+
+
+async def test_edit_and_reroll_when_the_store_fails_says_the_editor_did_not_open() -> None:
+    interaction = click(user_id=REQUESTER, get_job=AsyncMock(side_effect=ConnectionResetError("database gone")))
+    await _actions.open_edit_modal(interaction, JOB_ID)
+    [(kind, fields)] = interaction.response.sent
+    assert kind == "send_message" and fields["content"] == _actions.EDITOR_NOT_OPENED and fields["ephemeral"]
