@@ -43,7 +43,6 @@ RESTATE_WAIT = 60.0
 QUEUED_STATUS_KEEP_AFTER = 5.0
 # Discord codes meaning the interaction token can no longer be used.
 DEAD_TOKEN_CODES = {10015, 50027, 10062}
-# What a request to Discord can end in besides an answer: a refusal, a broken connection, a time-out.
 # What a status edit shows ("queued", "generating", ...) and the fields of the edit.
 StatusEdit = tuple[str, dict[str, Any]]
 # One message of a result: its content (links), its embed, the images it carries.

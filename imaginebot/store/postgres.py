@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
 from types import MappingProxyType
 from typing import cast
 
 import asyncpg
 
 from imaginebot.periods import day_start
-from imaginebot.store.base import BudgetCheck, NewJob, Refused, Reserved
-from imaginebot.store.sql import _JOB_COLUMNS, Connection, SqlStore, Statement, _job, refusal
+from imaginebot.store.base import Refused, Reserved
+from imaginebot.store.sql import _JOB_COLUMNS, CheckedReservation, Connection, SqlStore, Statement, _job
 
 log = logging.getLogger(__name__)
 
@@ -210,22 +208,13 @@ class PostgresStore(SqlStore):
         if await pg.fetchval(_EXISTING_RESERVE_FUNCTION, RESERVE_FUNCTION) != _RESERVE_FUNCTION_BODY:
             await pg.execute(_CREATE_RESERVE_FUNCTION, timeout=MIGRATION_TIMEOUT)
 
-    async def _reserve(
-        self,
-        job: NewJob,
-        ordered: Sequence[BudgetCheck],
-        bounds: Sequence[tuple[datetime, datetime]],
-        *,
-        now: datetime,
-        expires: datetime,
-        start: bool,
-    ) -> Reserved | Refused:
+    async def _reserve(self, reservation: CheckedReservation) -> Reserved | Refused:
         # One statement, its own transaction (see RESERVE_FUNCTION), with the same locks as _guild_lock_statements.
-        everyone = any(check.scope == "global" for check in ordered)
+        job = reservation.job
         async with self._connection() as conn:
             row = await conn.fetchrow(
                 _RESERVE,
-                _GLOBAL_KEY if everyone else None,
+                _GLOBAL_KEY if reservation.everyone else None,
                 _guild_key(job.guild_id),
                 job.guild_id,
                 job.channel_id,
@@ -233,21 +222,21 @@ class PostgresStore(SqlStore):
                 job.application_id,
                 job.interaction_id,
                 job.interaction_token,
-                expires,
-                json.dumps(job.options, ensure_ascii=False),
+                reservation.expires,
+                reservation.options,
                 job.cost,
-                now,
-                "running" if start else "queued",
-                now if start else None,
-                day_start(now),
-                [check.scope for check in ordered],
-                [period_start for period_start, _ in bounds],
-                [period_end for _, period_end in bounds],
-                [check.limit.credits for check in ordered],
+                reservation.now,
+                reservation.state,
+                reservation.started,
+                day_start(reservation.now),
+                [check.scope for check in reservation.checks],
+                [period_start for period_start, _ in reservation.bounds],
+                [period_end for _, period_end in reservation.bounds],
+                [check.limit.credits for check in reservation.checks],
             )
         if row["id"] is not None:
             return Reserved(_job(row))
-        return refusal(job, ordered, bounds, row["used"])
+        return reservation.refusal(row["used"])
 
     async def _lock_migrations(self, conn: Connection) -> None:
         pg = cast(asyncpg.Connection, conn)

@@ -352,14 +352,43 @@ def _reservation_sql(scopes: tuple[Scope, ...]) -> tuple[_Template, _Template]:
     return _Template(f"SELECT {usage}", tuple(sums.values)), _Template(insert, tuple(params.values))
 
 
-def refusal(
-    job: NewJob, ordered: Sequence[BudgetCheck], bounds: Sequence[tuple[datetime, datetime]], used: Sequence[Any]
-) -> Refused:
-    """Which of the ``ordered`` limits refused ``job``, given what each had ``used`` before it."""
-    for index, (check, (_, end)) in enumerate(zip(ordered, bounds, strict=True)):
-        if int(used[index]) + job.cost > check.limit.credits:
-            return Refused(check.scope, check.limit, int(used[index]), end)
-    raise RuntimeError(f"job for interaction {job.interaction_id} was refused, but no limit is exceeded")
+@dataclass(frozen=True, slots=True)
+class CheckedReservation:
+    """A reservation whose arguments ``reserve`` checked, with what every backend derives from them."""
+
+    job: NewJob
+    checks: tuple[BudgetCheck, ...]  # in SCOPES order
+    bounds: tuple[tuple[datetime, datetime], ...]  # each check's period: start (inclusive), end (exclusive)
+    now: datetime
+    expires: datetime
+    start: bool  # written as running, to start at once; else queued
+
+    @property
+    def options(self) -> str:
+        """The job's options as the jobs table keeps them."""
+        return json.dumps(self.job.options, ensure_ascii=False)
+
+    @property
+    def state(self) -> str:
+        """The state the job is written in."""
+        return "running" if self.start else "queued"
+
+    @property
+    def started(self) -> datetime | None:
+        """When the job started: now if it starts at once."""
+        return self.now if self.start else None
+
+    @property
+    def everyone(self) -> bool:
+        """Whether a bot-wide budget is checked, which serialises with every guild's reservations."""
+        return any(check.scope == "global" for check in self.checks)
+
+    def refusal(self, used: Sequence[Any]) -> Refused:
+        """Which limit refused the job, given what each check had ``used`` before it."""
+        for index, (check, (_, end)) in enumerate(zip(self.checks, self.bounds, strict=True)):
+            if int(used[index]) + self.job.cost > check.limit.credits:
+                return Refused(check.scope, check.limit, int(used[index]), end)
+        raise RuntimeError(f"job for interaction {self.job.interaction_id} was refused, but no limit is exceeded")
 
 
 _CHARGE_RESERVED = (
@@ -511,26 +540,16 @@ class SqlStore(Store):
             if check.scope not in SCOPES:
                 raise ValueError(f"scope must be one of {', '.join(SCOPES)}, not {check.scope!r}")
             _check_limit(check.limit)
-        ordered = sorted(checks, key=lambda check: SCOPES.index(check.scope))
-        bounds = [period_bounds(check.limit.period, now) for check in ordered]
-        return await self._reserve(job, ordered, bounds, now=now, expires=expires, start=start)
+        ordered = tuple(sorted(checks, key=lambda check: SCOPES.index(check.scope)))
+        bounds = tuple(period_bounds(check.limit.period, now) for check in ordered)
+        return await self._reserve(CheckedReservation(job, ordered, bounds, now, expires, start))
 
-    async def _reserve(
-        self,
-        job: NewJob,
-        ordered: Sequence[BudgetCheck],
-        bounds: Sequence[tuple[datetime, datetime]],
-        *,
-        now: datetime,
-        expires: datetime,
-        start: bool,
-    ) -> Reserved | Refused:
-        """``reserve`` once its arguments are checked: ``ordered`` checks (in SCOPES order), their periods' bounds."""
+    async def _reserve(self, reservation: CheckedReservation) -> Reserved | Refused:
+        """``reserve`` once its arguments are checked."""
+        job, now = reservation.job, reservation.now
         # One transaction of statements that decide in SQL, so that the SQLite store sends it in one go and
         # commits it together with the reservations that arrived beside it.
-        statements = self._guild_lock_statements(
-            job.guild_id, everyone=any(check.scope == "global" for check in ordered)
-        )
+        statements = self._guild_lock_statements(job.guild_id, everyone=reservation.everyone)
         arguments: dict[str, Any] = {
             "guild": job.guild_id,
             "channel": job.channel_id,
@@ -538,18 +557,20 @@ class SqlStore(Store):
             "application": job.application_id,
             "interaction": job.interaction_id,
             "token": job.interaction_token,
-            "expires": expires,
-            "options": json.dumps(job.options, ensure_ascii=False),
+            "expires": reservation.expires,
+            "options": reservation.options,
             "cost": job.cost,
             "now": now,
-            "state": "running" if start else "queued",
-            "started": now if start else None,
+            "state": reservation.state,
+            "started": reservation.started,
         }
-        for index, (check, (period_start, period_end)) in enumerate(zip(ordered, bounds, strict=True)):
+        for index, (check, (period_start, period_end)) in enumerate(
+            zip(reservation.checks, reservation.bounds, strict=True)
+        ):
             arguments[f"start{index}"], arguments[f"end{index}"] = period_start, period_end
             arguments[f"limit{index}"] = check.limit.credits
-        sums, insert = _reservation_sql(tuple(check.scope for check in ordered))
-        if ordered:
+        sums, insert = _reservation_sql(tuple(check.scope for check in reservation.checks))
+        if reservation.checks:
             # What was used before this request: only read when a limit refuses it, to say which and by how much.
             statements.append(Statement(sums.text, tuple(arguments[name] for name in sums.names)))
         statements.append(Statement(insert.text, tuple(arguments[name] for name in insert.names)))
@@ -564,7 +585,7 @@ class SqlStore(Store):
         inserted = results[-3]
         if inserted:
             return Reserved(_job(inserted[0]))
-        return refusal(job, ordered, bounds, results[-4][0] if ordered else ())
+        return reservation.refusal(results[-4][0] if reservation.checks else ())
 
     async def usage(
         self,
