@@ -35,8 +35,11 @@ async def is_moderator(interaction: discord.Interaction[ImagineBot]) -> bool:
     user = interaction.user
     if interaction.guild_id is None or not isinstance(user, discord.Member):
         return False
-    # Discord computes the invoker's permissions into the interaction; guild_permissions needs the role cache.
-    if interaction.permissions.manage_guild or user.guild_permissions.manage_guild:
+    # Manage Server is a server-wide permission: read from the member's roles (and ownership) in the role cache,
+    # never from interaction.permissions. That one is the channel's, overwrites included, and a member allowed to
+    # edit one channel's permissions (a ticket, a temporary voice channel) can give themselves "Manage Server"
+    # there. A server whose roles are not cached yet has no Manage Server holder: only the moderator role counts.
+    if user.guild_permissions.manage_guild:
         return True
     settings = await interaction.client.policy.settings(interaction.guild_id)
     return settings.mod_role_id is not None and settings.mod_role_id in role_ids(user)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import gzip
 import io
 import logging
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ from discord.ext import commands
 from cogs.answering import AnsweredInTime, acknowledge, reply_privately
 from cogs.members import moderators_only, role_ids, role_mention
 from imaginebot.credits import CreditsFormatError, credits_text, format_credits, parse_credits, request_cost
+from imaginebot.delivery.batching import MAX_FILES_PER_MESSAGE, REQUEST_JSON_SLACK, REQUEST_SIZE_LIMIT
 from imaginebot.limits import Limit, ResolvedLimit
 from imaginebot.periods import Period, discord_timestamp, period_bounds
 from imaginebot.store import LedgerEntry
@@ -131,6 +131,15 @@ class Quota(AnsweredInTime, commands.GroupCog, group_name="quota"):
         assert interaction.guild_id is not None
         await self.bot.store.set_member_limit(interaction.guild_id, member.id, limit, actor_id=interaction.user.id)
         self.bot.policy.forget(interaction.guild_id)
+        resolved = await self.bot.policy.resolve(interaction.guild_id, member.id, role_ids(member))
+        if resolved.source == "exempt":
+            role = role_mention(resolved.role_id or 0, interaction.guild_id)
+            await say(
+                interaction,
+                f"Saved: {member.mention}'s own limit is {limit_text(limit)}, but it has no effect while they hold "
+                f"{role}, which is exempt (no member limit).",
+            )
+            return
         await say(interaction, f"{member.mention} may now use {limit_text(limit)}.")
 
     @app_commands.command(name="set-role")
@@ -148,6 +157,14 @@ class Quota(AnsweredInTime, commands.GroupCog, group_name="quota"):
         assert interaction.guild_id is not None
         await self.bot.store.set_role_limit(interaction.guild_id, role.id, limit, actor_id=interaction.user.id)
         self.bot.policy.forget(interaction.guild_id)
+        settings = await self.bot.policy.settings(interaction.guild_id)
+        if role.id in settings.exempt_role_ids:
+            await say(
+                interaction,
+                f"Saved: {role_mention(role.id, interaction.guild_id)}'s limit is {limit_text(limit)}, but it has "
+                "no effect while the role is exempt (no member limit; `/quota exempt` with `on: False` ends that).",
+            )
+            return
         await say(
             interaction,
             f"Members with {role.mention} may use {limit_text(limit)} (the most generous of a member's roles "
@@ -275,25 +292,43 @@ class Quota(AnsweredInTime, commands.GroupCog, group_name="quota"):
             lines.append("Every request was refunded: nothing was charged.")
         elif not top:
             lines.append("Every member's usage was given back by a moderator (the server's spending stands).")
-        name = f"quota-{period}-{start:%Y-%m-%d}.csv"
-        data, name = await asyncio.to_thread(ledger_file, rows, name, interaction.filesize_limit)
-        if data is None:
-            lines.append(f"The ledger ({len(rows)} entries) is too large to attach here, even compressed.")
-        file = discord.File(io.BytesIO(data), filename=name) if data is not None else discord.utils.MISSING
-        await say(interaction, "\n".join(lines), file=file)
+        name = f"quota-{period}-{start:%Y-%m-%d}"
+        parts = await asyncio.to_thread(ledger_files, rows, name, interaction.filesize_limit)
+        if rows and not parts:
+            lines.append(f"The ledger ({len(rows)} entries) is too large to attach here.")
+        elif len(parts) > 1:
+            lines.append(f"The ledger is in {len(parts)} CSV files, each within this server's upload limit.")
+        messages = batch_files(parts)
+        for number, batch in enumerate(messages):
+            files = [discord.File(io.BytesIO(data), filename=file_name) for data, file_name in batch]
+            if number == 0:
+                await say(interaction, "\n".join(lines), files=files)
+            else:
+                await say(interaction, f"The ledger, continued ({number + 1} of {len(messages)}).", files=files)
+        if not messages:
+            await say(interaction, "\n".join(lines))
 
 
-def ledger_file(rows: Sequence[LedgerEntry], name: str, size_limit: int) -> tuple[bytes | None, str]:
-    """The ledger as CSV (header row included), gzipped if it is over ``size_limit`` bytes; None if even that is.
+_FILES_PER_REQUEST = REQUEST_SIZE_LIMIT - REQUEST_JSON_SLACK
+_PART_OVERHEAD = 1024  # a file's multipart headers
+# More files than this would flood the channel: a ledger that large is too large to attach.
+MAX_LEDGER_FILES = 50
+LEDGER_HEADER = ("time", "member_id", "job_id", "credits", "reason", "charged_at", "actor_id")
+
+
+def ledger_files(rows: Sequence[LedgerEntry], name: str, size_limit: int) -> list[tuple[bytes, str]]:
+    """The ledger as CSV files named after ``name``, each with the header row and within ``size_limit`` bytes:
+    one ``name.csv`` when it fits, else ``name-part-1-of-N.csv`` ..., none if that takes more than
+    ``MAX_LEDGER_FILES`` (or a single row does not fit). Always one file for an empty ledger (the header alone).
 
     Runs in a thread: a month of a busy server is hundreds of thousands of rows.
     """
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["time", "member_id", "job_id", "credits", "reason", "charged_at", "actor_id"])
+    header = _csv_line(LEDGER_HEADER)
+    parts: list[list[bytes]] = [[header]]
+    size = len(header)
     for entry in rows:
-        writer.writerow(
-            [
+        line = _csv_line(
+            (
                 entry.created_at.isoformat(),
                 entry.user_id,
                 entry.job_id or "",
@@ -301,13 +336,43 @@ def ledger_file(rows: Sequence[LedgerEntry], name: str, size_limit: int) -> tupl
                 entry.reason,
                 entry.charged_at.isoformat(),
                 entry.actor_id or "",
-            ]
+            )
         )
-    data = buffer.getvalue().encode()
-    if len(data) <= size_limit:
-        return data, name
-    packed = gzip.compress(data)
-    return (packed if len(packed) <= size_limit else None), name + ".gz"
+        if len(header) + len(line) > size_limit:
+            return []
+        if size + len(line) > size_limit:
+            if len(parts) == MAX_LEDGER_FILES:
+                return []
+            parts.append([header])
+            size = len(header)
+        parts[-1].append(line)
+        size += len(line)
+    if len(parts) == 1:
+        return [(b"".join(parts[0]), f"{name}.csv")]
+    return [(b"".join(part), f"{name}-part-{n}-of-{len(parts)}.csv") for n, part in enumerate(parts, start=1)]
+
+
+def _csv_line(values: Sequence[object]) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow(values)
+    return buffer.getvalue().encode()
+
+
+def batch_files(files: list[tuple[bytes, str]]) -> list[list[tuple[bytes, str]]]:
+    """Files grouped into messages: at most 10 a message, and within Discord's size limit for a whole request."""
+    messages: list[list[tuple[bytes, str]]] = []
+    size = 0
+    for file in files:
+        if (
+            not messages
+            or len(messages[-1]) == MAX_FILES_PER_MESSAGE
+            or size + len(file[0]) + _PART_OVERHEAD > _FILES_PER_REQUEST
+        ):
+            messages.append([])
+            size = 0
+        messages[-1].append(file)
+        size += len(file[0]) + _PART_OVERHEAD
+    return messages
 
 
 async def setup(bot: ImagineBot) -> None:

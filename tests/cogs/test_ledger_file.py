@@ -1,13 +1,12 @@
-"""/quota report's attachment: the period's ledger as CSV, compressed when it would not fit the upload limit."""
+"""/quota report's attachments: the period's ledger as CSV, split into parts when it would not fit the upload limit."""
 
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 from datetime import UTC, datetime
 
-from cogs.quota import ledger_file
+from cogs.quota import LEDGER_HEADER, MAX_LEDGER_FILES, batch_files, ledger_files
 from imaginebot.store import LedgerEntry
 
 WHEN = datetime(2026, 11, 25, 12, tzinfo=UTC)
@@ -19,7 +18,7 @@ def entries(count: int) -> list[LedgerEntry]:
             id=n,
             guild_id=1,
             user_id=1000 + n % 50,
-            job_id=n,
+            job_id=n + 1,
             amount=125,
             reason="reserve",
             charged_at=WHEN,
@@ -30,19 +29,41 @@ def entries(count: int) -> list[LedgerEntry]:
     ]
 
 
-def test_a_ledger_that_fits_is_plain_csv_with_its_header() -> None:
-    data, name = ledger_file(entries(3), "quota-day.csv", 10 * 1024 * 1024)
-    assert data is not None and name == "quota-day.csv"
-    rows = list(csv.DictReader(io.StringIO(data.decode())))
+def read(data: bytes) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(data.decode())))
+
+
+def test_a_ledger_that_fits_is_one_csv_with_its_header() -> None:
+    [(data, name)] = ledger_files(entries(3), "quota-day-2026-11-25", 10 * 1024 * 1024)
+    assert name == "quota-day-2026-11-25.csv"
+    rows = read(data)
     assert len(rows) == 3 and rows[0]["credits"] == "1.25" and rows[0]["member_id"] == "1000"
 
 
-def test_a_ledger_over_the_upload_limit_is_gzipped() -> None:
-    data, name = ledger_file(entries(20_000), "quota-month.csv", 200_000)
-    assert data is not None and name == "quota-month.csv.gz" and len(data) <= 200_000
-    assert len(list(csv.DictReader(io.StringIO(gzip.decompress(data).decode())))) == 20_000
+def test_an_empty_ledger_is_its_header_alone() -> None:
+    [(data, _)] = ledger_files([], "quota-day", 1_000)
+    assert data.decode().strip() == ",".join(LEDGER_HEADER)
 
 
-def test_a_ledger_too_large_even_compressed_is_not_attached() -> None:
-    data, name = ledger_file(entries(20_000), "quota-month.csv", 1_000)
-    assert data is None and name.endswith(".gz")
+def test_a_ledger_over_the_upload_limit_is_split_into_csv_parts_each_with_the_header() -> None:
+    parts = ledger_files(entries(20_000), "quota-month", 200_000)
+    assert len(parts) > 1
+    assert [name for _, name in parts] == [
+        f"quota-month-part-{n}-of-{len(parts)}.csv" for n in range(1, len(parts) + 1)
+    ]
+    assert all(len(data) <= 200_000 for data, _ in parts)
+    rows = [row for data, _ in parts for row in read(data)]
+    assert [int(row["job_id"]) for row in rows] == list(range(1, 20_001))  # every entry once, in order
+
+
+def test_a_ledger_that_would_take_too_many_files_is_not_attached() -> None:
+    assert ledger_files(entries(20_000), "quota-month", 10_000) == []  # > MAX_LEDGER_FILES parts
+    assert len(ledger_files(entries(20_000), "quota-month", 40_000)) <= MAX_LEDGER_FILES
+    assert ledger_files(entries(3), "quota-month", 60) == []  # not even one row fits
+
+
+def test_parts_are_sent_ten_to_a_message_and_within_a_request_size() -> None:
+    small = [(b"x" * 100, f"{n}.csv") for n in range(23)]
+    assert [len(batch) for batch in batch_files(small)] == [10, 10, 3]
+    large = [(b"x" * 9 * 1024 * 1024, f"{n}.csv") for n in range(5)]  # 25 MiB a request: two of these at most
+    assert [len(batch) for batch in batch_files(large)] == [2, 2, 1]

@@ -16,7 +16,7 @@ from typing import Any
 from imaginebot.periods import Period, discord_timestamp, period_bounds
 from imaginebot.store import open_store
 from tests.e2e.harness import World, content_of, database_locked, has_attachments, job_state, wait_until
-from tests.fakes.discord import FakeInteraction, FakeMember
+from tests.fakes.discord import MANAGE_GUILD, FakeInteraction, FakeMember
 
 FOUR_CREDITS = {"size": "2048x2048", "quality": "medium"}
 SIXTEEN_CREDITS = {"size": "2048x2048", "quality": "medium", "count": 4}
@@ -185,6 +185,11 @@ async def test_most_generous_role_counts_per_day_and_an_exempt_role_beats_even_a
     assert "unlimited" in view and f"exempt through the role {vip.mention}" in view, view
     assert "Recent requests" in view and "4 credits" in view, view
     assert "unlimited" in await quota_me(world, erin)
+    # A limit set while an exempt role overrides it is saved, and the moderator is told it has no effect.
+    text = await say(world, mod, "quota", "set", member=erin, credits=1)
+    assert "Saved" in text and "no effect" in text and vip.mention in text and "may now use" not in text, text
+    text = await say(world, mod, "quota", "set-role", role=vip, credits=5)
+    assert "Saved" in text and "no effect while the role is exempt" in text, text
 
     assert "no longer exempt" in await say(world, mod, "quota", "exempt", role=vip, on=False)
     text = await imagine_refused(world, erin, **ONE_CREDIT)
@@ -285,6 +290,16 @@ async def test_report_totals_and_its_csv_ledger(world: World) -> None:
         "reset",
     ], rows
 
+    # Over the server's upload limit, the ledger comes as several CSV files, each with its header.
+    world.guild.attachment_size_limit = 300
+    interaction = await world.discord.invoke(mod, world.channel, "quota", subcommand="report")
+    await interaction.wait_for(lambda i: i.original is not None and bool(i.original.attachments), timeout=10)
+    parts = [attachment for message in interaction.messages for attachment in message.attachments]
+    assert len(parts) > 1 and all(part.filename.endswith(f"-of-{len(parts)}.csv") for part in parts), parts
+    assert all(len(part.data) <= 300 for part in parts)
+    assert f"in {len(parts)} CSV files" in (interaction.original.content or "")
+    assert [row for part in parts for row in csv.DictReader(io.StringIO(part.data.decode()))] == rows
+
 
 async def test_non_moderators_are_refused_everywhere_and_nothing_changes(world: World) -> None:
     discord, guild = world.discord, world.guild
@@ -332,6 +347,21 @@ async def test_non_moderators_are_refused_everywhere_and_nothing_changes(world: 
         assert settings.budget is None and settings.default_limit is None and settings.mod_role_id is None
         assert settings.blocked_words == () and settings.role_limits == {} and settings.exempt_role_ids == frozenset()
         assert await store.get_member_limit(guild.id, alice.id) is None
+
+
+async def test_manage_server_in_one_channels_overwrites_does_not_make_a_moderator(world: World) -> None:
+    # A member allowed to edit one channel's permissions (a ticket, a temporary voice channel) can allow themselves
+    # "Manage Server" there: the interaction's permissions then carry it, while no role of theirs grants it.
+    await world.start_bot()
+    carol = world.discord.add_member(world.guild, username="carol")
+    assert not carol.permissions & MANAGE_GUILD
+    carol.permission_override = carol.permissions | MANAGE_GUILD
+    await refused_as_non_moderator(world, carol, "quota", "set", member=carol, credits=1000)
+    await refused_as_non_moderator(world, carol, "quota", "budget-clear")
+    assert "the bot's default" in await quota_me(world, carol)
+    # A role that grants it does make a moderator.
+    carol.roles.append(world.discord.add_role(world.guild, name="managers", permissions=MANAGE_GUILD))
+    assert "may now use 1000 credits per day" in await say(world, carol, "quota", "set", member=carol, credits=1000)
 
 
 async def test_every_moderator_change_is_audited_with_who_what_before_and_after(world: World) -> None:
