@@ -61,6 +61,13 @@ def test_parse_word_list_refuses_an_overlong_entry() -> None:
         ("abc++ code", ["c++"], None),
         ("a red panda", ["red", "red panda"], "red panda"),  # the longer entry where both start
         ("panda and kraken", ["kraken", "panda"], "panda"),  # the earliest in the prompt
+        ("कमी", ["कम"], None),  # Hindi: a vowel sign (a combining mark) continues the word
+        ("कोमल", ["मल"], None),
+        ("यह कम है", ["कम"], "कम"),
+        ("مَلِك", ["ملك"], "ملك"),  # Arabic with its optional vowel marks
+        ("مـلـك", ["ملك"], "ملك"),  # ... or stretched with tatweel
+        ("ملك", ["مَلِك"], "ملك"),  # an entry written with them matches the word without
+        ("שָׁלוֹם", ["שלום"], "שלום"),  # Hebrew with niqqud
         ("nothing here", [], None),
         ("nothing here", ["kraken"], None),
     ],
