@@ -561,10 +561,20 @@ class JobService:
                 await asyncio.to_thread(_remove_files, workdir, [image.path for image in downloaded])
 
     def _refund_for_missing(self, job: Job, options: ImagineOptions, arrived: int) -> int:
-        """What to give back when fewer than the asked images arrived: the cost less that of the ones that did."""
+        """What to give back when fewer than the asked images arrived: the cost less that of the ones that did,
+        at the price the job was charged.
+
+        The quality weights may have changed since (a restart with new ones while the job was queued): the job's
+        own cost is then shared out pro rata, rounded in the member's favour, rather than priced anew.
+        """
         if arrived >= options.count:
             return 0
-        kept = self.cost_of(replace(options, count=arrived)) if arrived else 0
+        if not arrived:
+            return job.cost
+        if self.cost_of(options) == job.cost:
+            kept = self.cost_of(replace(options, count=arrived))
+        else:
+            kept = job.cost * arrived // options.count
         return max(0, job.cost - kept)
 
     async def _record_delivery(

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -368,6 +369,27 @@ async def test_images_the_generator_did_not_send_are_refunded_at_their_share(har
     assert (delivery.missing, delivery.refunded) == (3, 300)
     assert sum(len(group) for group in delivery.groups) == 1
     assert await harness.used() == 100
+
+
+@pytest.mark.parametrize("new_medium", [Fraction(2), Fraction(1, 2)])
+async def test_missing_images_are_refunded_at_the_price_charged_even_after_the_weights_changed(
+    harness: Harness, new_medium: Fraction
+) -> None:
+    harness.generator.short_by = 2
+    generate = harness.generator.generate
+
+    async def reweighted_meanwhile(request: Any) -> GenerationResult:
+        # As after a restart with new weights while the job waited: the service now prices medium differently.
+        harness.service.weights = QualityWeights(medium=new_medium)
+        return await generate(request)
+
+    harness.generator.generate = reweighted_meanwhile  # type: ignore[method-assign]
+    job = await harness.submit(count=4)
+    assert job.cost == 400  # charged at medium = 1
+    assert (await harness.settled(job)).state == "delivered"
+    [delivery] = [value for kind, value in harness.events.seen if kind == "deliver"]
+    assert (delivery.missing, delivery.refunded) == (2, 200)
+    assert await harness.used() == 200
 
 
 async def test_a_full_result_refunds_nothing(harness: Harness) -> None:
