@@ -116,7 +116,10 @@ class ImagineBot(commands.Bot):
         if self.settings.guild_id is not None:
             guild = discord.Object(self.settings.guild_id)
             self.tree.copy_global_to(guild=guild)
-            synced = await self.tree.sync(guild=guild)
+            try:
+                synced = await self.tree.sync(guild=guild)
+            except (discord.Forbidden, discord.NotFound) as error:
+                raise GuildUnavailable(self.settings.guild_id, error) from error
             log.info("synced %d commands to server %s", len(synced), self.settings.guild_id)
             return
         payload = [command.to_dict(self.tree) for command in self.tree.get_commands()]
@@ -174,6 +177,16 @@ class DatabaseUnavailable(Exception):
         if password:
             text = text.replace(password, "***")
         super().__init__(f"DATABASE_URL: the database could not be opened ({text})")
+
+
+class GuildUnavailable(Exception):
+    """Discord refused the commands' sync to DISCORD_GUILD_ID's server: said in one line, naming the variable."""
+
+    def __init__(self, guild_id: int, error: Exception) -> None:
+        super().__init__(
+            f"DISCORD_GUILD_ID: Discord refused to sync the commands to server {guild_id} ({_one_line(error)}); "
+            "is the bot in that server, invited with the applications.commands scope?"
+        )
 
 
 class DiscordUnreachable(Exception):
@@ -288,21 +301,21 @@ def main() -> int:
         return 2
     listener = setup_logging(settings)
     point_discord_at(settings)
-    unavailable: DatabaseUnavailable | DiscordUnreachable | None = None
+    unavailable: DatabaseUnavailable | GuildUnavailable | DiscordUnreachable | None = None
     try:
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             runner.run(run(ImagineBot(settings), settings.discord_token))
     except discord.LoginFailure:
         log.error("Discord refused the bot token (DISCORD_TOKEN); check it in the developer portal")
         return 1
-    except (DatabaseUnavailable, DiscordUnreachable) as error:
+    except (DatabaseUnavailable, GuildUnavailable, DiscordUnreachable) as error:
         unavailable = error
     finally:
         listener.stop()
     if unavailable is not None:  # after the log lines so far, on a line of its own
         print(f"Cannot start: {unavailable}", file=sys.stderr)
         # 2: a setting to fix; 1: a network that may come back (a restart policy tries again).
-        return 2 if isinstance(unavailable, DatabaseUnavailable) else 1
+        return 1 if isinstance(unavailable, DiscordUnreachable) else 2
     return 0
 
 

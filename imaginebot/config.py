@@ -50,9 +50,16 @@ def _get(env: Mapping[str, str], name: str) -> str | None:
     return value.strip()
 
 
+def _unprintable(value: str) -> bool:
+    """Whether ``value`` holds a space, a line break or another control character (all refused in a header)."""
+    return any(char.isspace() or not char.isprintable() for char in value)
+
+
 def _url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ...]) -> str:
     value = _get(env, name) or default
     problem = f"must be a {' or '.join(schemes)} URL, got {value!r}"
+    if _unprintable(value):
+        raise ConfigError(name, problem + " (it holds a space or a control character)")
     try:
         parts = urlsplit(value)
         _ = parts.port  # a port that is not a number in range raises ValueError
@@ -118,11 +125,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     api_key = _get(env, "ONEMIN_API_KEY")
     if api_key is None:
         raise ConfigError("ONEMIN_API_KEY", "is not set (your 1min.ai API key)")
+    for name, secret in (("DISCORD_TOKEN", token), ("ONEMIN_API_KEY", api_key)):
+        if _unprintable(secret):  # it goes into a header; the secret itself is not repeated here
+            raise ConfigError(name, "holds a space, a line break or another control character: copy it again")
 
     guild_text = _get(env, "DISCORD_GUILD_ID")
     guild_id = None
     if guild_text is not None:
-        if not guild_text.isascii() or not guild_text.isdigit() or int(guild_text) <= 0:  # not "²"
+        # Not "²" (a digit to str.isdigit, not to int()); a snowflake is a 64-bit number.
+        digits = guild_text.isascii() and guild_text.isdigit() and len(guild_text) <= 20
+        if not digits or not 0 < int(guild_text) < 2**64:
             raise ConfigError("DISCORD_GUILD_ID", f"must be a server id (digits), got {guild_text!r}")
         guild_id = int(guild_text)
 

@@ -51,7 +51,9 @@ def parse_weight(text: str) -> Fraction:
         raise ValueError(f"must be a number greater than 0, such as 0.25 or 4, not {text!r}") from None
     if not value.is_finite() or value <= 0 or value > MAX_WEIGHT:
         raise ValueError(f"must be a number greater than 0 and at most {MAX_WEIGHT}, not {text!r}")
-    if cast(int, value.as_tuple().exponent) < -MAX_WEIGHT_PLACES:
+    _, digits, exponent = value.as_tuple()
+    trailing_zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))  # "1.0000000" has no places
+    if cast(int, exponent) + trailing_zeros < -MAX_WEIGHT_PLACES:
         raise ValueError(f"may have at most {MAX_WEIGHT_PLACES} decimal places, not {text!r}")
     return Fraction(value)
 

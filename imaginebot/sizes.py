@@ -166,16 +166,30 @@ def parse_size(text: str) -> Size:
     if match is None:
         raise SizeError(f"That is not a size. {_FORMAT_HINT}")
     sides: list[int] = []
+    problem = ""
     for raw in match.groups():
         digits = _ascii_digits(raw.lstrip("+-")).lstrip("0")
-        if raw.startswith("-") and digits:
-            raise SizeError(f"A side cannot be negative. {_FORMAT_HINT}")
         if not digits:
-            raise SizeError(f"A side cannot be 0 pixels. {_FORMAT_HINT}")
-        if len(digits) > _MAX_DIGITS:
-            raise SizeError(f"That size is far too large: each side can be at most {MAX_EDGE} pixels. {_FORMAT_HINT}")
-        sides.append(int(digits))
+            problem = problem or "A side cannot be 0 pixels."
+        elif raw.startswith("-"):
+            problem = problem or "A side cannot be negative."
+        elif len(digits) > _MAX_DIGITS:
+            problem = problem or f"That size is far too large: each side can be at most {MAX_EDGE} pixels."
+            digits = "9" * _MAX_DIGITS  # its shape is still known, for the sizes to try
+        sides.append(int(digits or 0))
+    if problem:
+        # What the member most likely meant: the same numbers without the minus sign, or the largest of that
+        # shape; with a side of 0 there is no shape to keep, so the common sizes.
+        meant = [Size(*sides)] if all(sides) else [size for _, size in PRESETS[:3]]
+        suggestions = tuple(nearest_valid_sizes(meant[0], 3)) if len(meant) == 1 else tuple(meant)
+        raise SizeError(f"{problem} Try {_either(suggestions)}. {_FORMAT_HINT}", suggestions)
     return Size(sides[0], sides[1])
+
+
+def _either(sizes: tuple[Size, ...]) -> str:
+    """``"A, B or C"``."""
+    names = [str(size) for size in sizes]
+    return f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
 
 
 def size_problems(size: Size) -> list[str]:
@@ -312,9 +326,7 @@ def check_size(text: str) -> Size:
     if not problems:
         return size
     suggestions = tuple(nearest_valid_sizes(size, 3))
-    names = [str(s) for s in suggestions]
-    try_text = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
-    message = f"{size} can't be used: {'; '.join(problems)}. Try {try_text}."
+    message = f"{size} can't be used: {'; '.join(problems)}. Try {_either(suggestions)}."
     raise SizeError(message, suggestions)
 
 

@@ -58,6 +58,8 @@ def test_missing_or_empty_required_variable_is_named(missing: str, value: str | 
         ("QUALITY_WEIGHT_LOW", "1e-5000000"),
         ("DISCORD_GUILD_ID", "my-server"),
         ("DISCORD_GUILD_ID", "²"),  # a digit to str.isdigit, not to int()
+        ("DISCORD_GUILD_ID", "99999999999999999999999999"),  # more than a snowflake's 64 bits
+        ("DISCORD_GUILD_ID", "9" * 5000),  # more digits than int() reads
         ("ONEMIN_API_URL", "https://api.1min.ai:abc"),
         ("ONEMIN_API_URL", "https://api.1min.ai?x=1"),  # "/api/features" would land after the query
         ("ONEMIN_API_URL", "http://[::1"),
@@ -66,6 +68,10 @@ def test_missing_or_empty_required_variable_is_named(missing: str, value: str | 
         ("DATABASE_URL", "mysql://x"),
         ("ONEMIN_API_URL", "api.1min.ai"),
         ("DISCORD_GATEWAY_URL", "http://127.0.0.1:1"),
+        ("ONEMIN_API_URL", "https://exa mple.com"),
+        ("DISCORD_API_URL", "https://discord.com/api/v10\n/x"),
+        ("ONEMIN_API_KEY", "abc\ndef"),  # a header may not hold a line break
+        ("DISCORD_TOKEN", "abc def"),
     ],
 )
 def test_bad_values_name_their_variable(variable: str, value: str) -> None:
@@ -101,3 +107,11 @@ def test_values_are_read() -> None:
 def test_secrets_stay_out_of_repr() -> None:
     settings = load_settings({"DISCORD_TOKEN": "SECRET-TOKEN", "ONEMIN_API_KEY": "SECRET-KEY"})
     assert "SECRET" not in repr(settings)
+
+
+@pytest.mark.parametrize("variable", ["DISCORD_TOKEN", "ONEMIN_API_KEY"])
+def test_a_secret_with_a_line_break_is_refused_without_repeating_it(variable: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**BASE, variable: "secret-part-one\nsecret-part-two"})
+    assert caught.value.variable == variable
+    assert "secret-part" not in str(caught.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import discord
 import pytest
@@ -51,3 +52,36 @@ async def test_a_store_timeout_during_setup_is_not_called_discords(
         assert not isinstance(raised.value, bot.DiscordUnreachable)
     finally:
         await imagine_bot.close()
+
+
+async def test_a_guild_the_bot_cannot_sync_to_is_named_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def logged_in(self: discord.Client, token: str) -> None:
+        await self.setup_hook()
+
+    async def refused(self: object, *, guild: object = None) -> None:
+        raise discord.Forbidden(
+            SimpleNamespace(status=403, reason="Forbidden"), {"code": 50001, "message": "Missing Access"}
+        )  # type: ignore[arg-type]
+
+    monkeypatch.setattr(discord.Client, "login", logged_in)
+    monkeypatch.setattr(discord.app_commands.CommandTree, "sync", refused)
+    imagine_bot = bot.ImagineBot(
+        load_settings(
+            {
+                "DISCORD_TOKEN": "t",
+                "ONEMIN_API_KEY": "k",
+                "DATABASE_URL": f"sqlite:///{tmp_path}/imagine.db",
+                "DISCORD_GUILD_ID": "123456789012345678",
+            }
+        )
+    )
+    try:
+        with pytest.raises(bot.GuildUnavailable) as raised:
+            await imagine_bot.login("t")
+    finally:
+        await imagine_bot.close()
+    message = str(raised.value)
+    assert message.startswith("DISCORD_GUILD_ID: ") and "123456789012345678" in message and "Missing Access" in message
+    assert len(message.splitlines()) == 1

@@ -93,7 +93,15 @@ def test_quality_weights_are_read_exactly() -> None:
     assert (weights.low, weights.medium, weights.high) == (Fraction(1, 10), Fraction(3, 2), Fraction(3))
 
 
-@pytest.mark.parametrize("bad", ["0", "-1", "abc", "nan", "inf", "1,5", "2000000", "1e-5000000", "0.0000001"])
+def test_zeros_after_the_last_digit_are_not_decimal_places() -> None:
+    weights = QualityWeights.parse("0.2500000000", "1.0000000", "4.000000000000000000000000000000000")
+    assert (weights.low, weights.medium, weights.high) == (Fraction(1, 4), Fraction(1), Fraction(4))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["0", "-1", "abc", "nan", "inf", "1,5", "2000000", "1e-5000000", "0.0000001", "1.00000000000000000000000000001"],
+)
 @pytest.mark.parametrize(
     ("position", "name"), [(0, "QUALITY_WEIGHT_LOW"), (1, "QUALITY_WEIGHT_MEDIUM"), (2, "QUALITY_WEIGHT_HIGH")]
 )

@@ -56,14 +56,25 @@ def test_parse_size_explains_the_format_when_it_cannot_read_the_text(text: str) 
 
 
 @pytest.mark.parametrize(
-    ("text", "words"),
-    [("0x1024", "0 pixels"), ("1024x000", "0 pixels"), ("-1024x1024", "negative"), ("1234567x1024", "too large")],
+    ("text", "words", "first_try"),
+    [
+        ("0x1024", "0 pixels", "1024x1024"),  # no shape to keep: the common sizes
+        ("1024x000", "0 pixels", "1024x1024"),
+        ("-1024x1024", "negative", "1024x1024"),  # the minus sign dropped
+        ("1234567x1024", "too large", "3840x1280"),  # the widest of that shape
+    ],
 )
-def test_parse_size_refuses_zero_negative_and_absurd_numbers(text: str, words: str) -> None:
+def test_parse_size_refuses_zero_negative_and_absurd_numbers_with_sizes_to_try(
+    text: str, words: str, first_try: str
+) -> None:
     with pytest.raises(SizeError) as caught:
         parse_size(text)
     assert words in caught.value.message
     assert "WxH" in caught.value.message
+    assert len(caught.value.suggestions) == 3
+    assert all(is_valid(size) for size in caught.value.suggestions)
+    assert str(caught.value.suggestions[0]) == first_try
+    assert f"Try {first_try}, " in caught.value.message
 
 
 @settings(max_examples=200)
