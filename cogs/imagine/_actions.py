@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 
@@ -16,9 +16,6 @@ from cogs.members import is_moderator
 from imaginebot.jobs import job_options
 from imaginebot.options import ImagineOptions
 from imaginebot.store import Job
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 Interaction = discord.Interaction["ImagineBot"]
