@@ -11,7 +11,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -418,9 +418,10 @@ class JobService:
         for job in interrupted:
             log.warning("job %s was interrupted by a restart; refunded %s", job.id, job.cost)
             await self._notify(self._events().on_interrupted(job), job)
-        for job in await self.store.jobs_in_states(["queued"]):
+        queued = await self.store.jobs_in_states(["queued"])
+        for job in queued:
             self._active[job.id] = job
-            self.scheduler.submit(job.id, job.user_id)
+        self.scheduler.restore([(job.id, job.user_id) for job in sorted(queued, key=_turn_order(queued, running))])
         if self.scheduler.queued:
             self._positions_changed()
 
@@ -748,6 +749,30 @@ def _remove_files(workdir: Path, downloads: list[Path | None]) -> None:
     for path in downloads:
         if path is not None:
             path.unlink(missing_ok=True)
+def _turn_order(queued: list[Job], running: list[Job]) -> Callable[[Job], tuple[bool, datetime, int, int]]:
+    """Sort key putting the queued jobs a restart found back in the order their members' turns would have come.
+
+    Round robin serves first the members not served since they started waiting, in the order they started (their
+    oldest queued job), then those served, least recently first. A member with a job in flight when the bot
+    stopped had been served (when that job started); the others are taken as not served yet. Each member's jobs
+    keep their order.
+    """
+    served: dict[int, datetime] = {}
+    for job in running:
+        if job.started_at is not None and job.started_at > served.get(job.user_id, datetime.min.replace(tzinfo=UTC)):
+            served[job.user_id] = job.started_at
+    waiting_since: dict[int, int] = {}
+    for job in queued:
+        waiting_since.setdefault(job.user_id, job.id)
+    never = datetime.min.replace(tzinfo=UTC)
+
+    def key(job: Job) -> tuple[bool, datetime, int, int]:
+        member = job.user_id
+        return member in served, served.get(member, never), waiting_since[member], job.id
+
+    return key
+
+
 
 
 __all__: Sequence[str] = (

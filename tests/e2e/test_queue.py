@@ -438,6 +438,25 @@ async def test_queued_job_survives_a_restart_and_cancel_still_works(world: World
     assert "10 credits left" in await world.quota_me(world.moderator)
 
 
+async def test_after_a_crash_queued_jobs_keep_their_places_in_the_rotation(world: World) -> None:
+    world.onemin.latency = 60
+    await world.start_bot(MAX_CONCURRENT_JOBS="1")
+    await world.imagine(prompt="alice 1", quality="low")
+    await wait_until(lambda: prompts(world) == ["alice 1"], timeout=10, what="the first generation")
+    alice_2 = await world.imagine(prompt="alice 2", quality="low")
+    await alice_2.wait_for_callback(timeout=3)
+    bob_1 = await world.imagine(world.other, prompt="bob 1", quality="low")
+    # Alice was served (her first job is running): bob's job goes first.
+    await bob_1.wait_for(lambda i: "next in line" in status(i), timeout=5)
+    await alice_2.wait_for(lambda i: "1 ahead" in status(i), timeout=10)
+
+    world.onemin.latency = 1
+    await world.restart_bot(crash=True)
+    await alice_2.wait_for(has_attachments(1), timeout=30)
+    await bob_1.wait_for(has_attachments(1), timeout=30)
+    assert prompts(world) == ["alice 1", "bob 1", "alice 2"]
+
+
 async def test_a_queued_job_that_outlives_its_token_and_a_restart_settles_its_old_status(world: World) -> None:
     world.onemin.latency = 60
     await world.start_bot(MAX_CONCURRENT_JOBS="1")

@@ -49,6 +49,21 @@ async def test_caps_in_flight_bot_wide_and_per_member() -> None:
     await scheduler.close()
 
 
+async def test_a_restored_queue_starts_round_robin_in_the_order_given() -> None:
+    recorder = Recorder()
+    scheduler = FairScheduler(run=recorder.run, max_concurrent=3, max_per_member=2)
+    # After a restart: member 7's three jobs come first, then member 8's and member 9's.
+    scheduler.restore([(1, 7), (2, 7), (3, 7), (4, 8), (5, 9)])
+    await settle()
+    # Submitted one by one, member 7 would have taken two of the three places before 8 and 9 were queued.
+    assert recorder.started == [1, 4, 5]
+    assert scheduler.positions() == {2: 0, 3: 1}
+    recorder.release(4)
+    await settle()
+    assert recorder.started == [1, 4, 5, 2]
+    await scheduler.close()
+
+
 async def test_round_robin_one_members_burst_does_not_delay_others() -> None:
     recorder = Recorder()
     scheduler = FairScheduler(run=recorder.run, max_concurrent=1, max_per_member=10)
