@@ -206,7 +206,7 @@ class JobService:
         # timer), and a request the generator answered with 429, waiting to be sent again (set when cancelled).
         self._start_retries: dict[int, asyncio.TimerHandle] = {}
         self._rate_limited: dict[int, asyncio.Future[bool]] = {}
-        # The tasks of jobs posting their results, by job id (see close()).
+        # The tasks of jobs posting their results or telling their failure, by job id (see close()).
         self._delivering: dict[int, asyncio.Task[object]] = {}
 
     def cost_of(self, options: ImagineOptions) -> int:
@@ -429,7 +429,9 @@ class JobService:
         """Stop the queue; jobs in flight stay 'running' in the store and are settled at the next start.
 
         Results already being posted are given up to ``DELIVERY_GRACE_SECONDS`` to finish and be recorded first:
-        cut off, a result on Discord would be taken for an interrupted job at the next start and refunded.
+        cut off, a result on Discord would be taken for an interrupted job at the next start and refunded. So are
+        failures being recorded and told: cut off after the record, the member would never hear of it (the next
+        start reports only jobs still running).
         """
         if self._refresh_handle is not None:
             self._refresh_handle.cancel()
@@ -437,7 +439,7 @@ class JobService:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + DELIVERY_GRACE_SECONDS
         while self._delivering and (left := deadline - loop.time()) > 0:
-            log.info("stopping: waiting up to %.0f s for %d result(s) being posted", left, len(self._delivering))
+            log.info("stopping: waiting up to %.0f s for %d job(s) posting or telling", left, len(self._delivering))
             await asyncio.wait(list(self._delivering.values()), timeout=left)
         await self.scheduler.close()
         for task in list(self._background):
@@ -686,6 +688,9 @@ class JobService:
         self.scheduler.submit(job_id, user_id, first=True)  # ignored once the bot is stopping
 
     async def _fail(self, job: Job, detail: str, sentence: str | None, result: GenerationResult | None) -> None:
+        # A stopping bot lets the record and the notice finish, as it does a result being posted (close()).
+        if (task := asyncio.current_task()) is not None:
+            self._delivering[job.id] = task
         refunded = await self.store.fail_job(
             job.id,
             state="failed",
@@ -744,11 +749,6 @@ def upload_limit(job: Job) -> int:
     return min(server_limit, REQUEST_SIZE_LIMIT - REQUEST_JSON_SLACK - 1024)
 
 
-def _remove_files(workdir: Path, downloads: list[Path | None]) -> None:
-    shutil.rmtree(workdir, ignore_errors=True)
-    for path in downloads:
-        if path is not None:
-            path.unlink(missing_ok=True)
 def _turn_order(queued: list[Job], running: list[Job]) -> Callable[[Job], tuple[bool, datetime, int, int]]:
     """Sort key putting the queued jobs a restart found back in the order their members' turns would have come.
 
@@ -773,6 +773,11 @@ def _turn_order(queued: list[Job], running: list[Job]) -> Callable[[Job], tuple[
     return key
 
 
+def _remove_files(workdir: Path, downloads: list[Path | None]) -> None:
+    shutil.rmtree(workdir, ignore_errors=True)
+    for path in downloads:
+        if path is not None:
+            path.unlink(missing_ok=True)
 
 
 __all__: Sequence[str] = (

@@ -15,7 +15,7 @@ import pytest
 from imaginebot import jobs as jobs_module
 from imaginebot.credits import QualityWeights
 from imaginebot.delivery import DeliverableImage
-from imaginebot.generator import DownloadedImage, GenerationResult, RateLimited
+from imaginebot.generator import ContentRejected, DownloadedImage, GenerationResult, RateLimited
 from imaginebot.jobs import Accepted, Delivery, DeliveryReceipt, JobRequest, JobService
 from imaginebot.limits import Limit
 from imaginebot.options import resolve_options
@@ -358,6 +358,27 @@ async def test_a_stopping_bot_waits_for_a_stuck_upload_only_so_long(
     await asyncio.wait_for(harness.service.close(), 5)
     # Left for the next start, which refunds it and says so.
     assert (await harness.store.get_job(job.id)).state == "running"  # type: ignore[union-attr]
+
+
+async def test_a_failure_being_told_as_the_bot_stops_is_told_to_the_end(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    telling = asyncio.Event()
+
+    async def slow_notice(job: Job, sentence: str) -> None:
+        telling.set()
+        await asyncio.sleep(0.3)  # the status edit on its way to Discord
+        harness.events.seen.append(("failed", sentence))
+
+    monkeypatch.setattr(harness.events, "on_failed", slow_notice)
+    harness.generator.errors = [ContentRejected("HTTP 400 moderation_blocked")]
+    job = await harness.submit()
+    await asyncio.wait_for(telling.wait(), 5)
+    await asyncio.wait_for(harness.service.close(), 5)  # the bot is stopped meanwhile
+    # Recorded as failed and refunded: the next start would not tell the member, so this stop had to let it finish.
+    assert (await harness.store.get_job(job.id)).state == "failed"  # type: ignore[union-attr]
+    assert "failed" in harness.events.kinds()
+    assert await harness.used() == 0
 
 
 async def test_images_the_generator_did_not_send_are_refunded_at_their_share(harness: Harness) -> None:
