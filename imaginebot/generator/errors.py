@@ -157,6 +157,13 @@ _CREDITS = re.compile(
     r"|exceeded your (current )?quota|payment required",
     re.IGNORECASE,
 )
+# On a 429 (which otherwise delays the job) only wording that says the money has run out counts: "Too many requests.
+# Your credits were not used." or "see your balance page" is a rate limit that merely mentions credits.
+_OUT_OF_FUNDS = re.compile(
+    r"insufficient[ _-]*(fund|quota|balance|credit)|not enough (fund|credit|token)s?\b|exceeded your (current )?quota"
+    r"|payment required|out of (credit|fund)s?\b|(credit|balance|fund)s? (is |are )?(too low|exhausted|depleted)",
+    re.IGNORECASE,
+)
 _NOT_CREDITS = re.compile(r"insufficient[ _-]*(permission|privilege|scope|role)s?", re.IGNORECASE)
 
 # Keys whose string values are error wording; keys whose subtrees are the user's own text (never evidence).
@@ -197,9 +204,11 @@ def error_from_response(
     if _mentions_safety(texts):
         return ContentRejected(detail, **kwargs)
     if status == 429:
-        if _mentions_credits(texts):
-            return InsufficientCredits(detail, **kwargs)
+        # A 429 delays the job (the contract), unless it plainly says the account is out of funds (OpenAI's
+        # insufficient_quota is a 429) without saying when to come back.
         retry_after = parse_retry_after(_header(headers, "Retry-After"))
+        if retry_after is None and _says_out_of_funds(texts):
+            return InsufficientCredits(detail, **kwargs)
         return RateLimited(retry_after, detail, **kwargs)
     if status == 402 or (400 <= status < 500 and _mentions_credits(texts)):
         return InsufficientCredits(detail, **kwargs)
@@ -377,6 +386,10 @@ def _mentions_safety(texts: list[str]) -> bool:
 
 def _mentions_credits(texts: list[str]) -> bool:
     return any(_CREDITS.search(_NOT_CREDITS.sub("", text)) for text in texts)
+
+
+def _says_out_of_funds(texts: list[str]) -> bool:
+    return any(_OUT_OF_FUNDS.search(text) for text in texts)
 
 
 def _snippet(content_type: str | None, body: bytes) -> str:

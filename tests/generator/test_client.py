@@ -673,6 +673,19 @@ def test_error_from_response_maps_answers(
     assert error.user_message and error.detail
 
 
+@pytest.mark.parametrize(
+    ("message", "headers"),
+    [
+        ("Too many requests: 180 per minute. Your credits were not used.", {}),
+        ("Rate limit reached; check your balance page for usage", {}),
+        ("Insufficient balance", {"Retry-After": "30"}),  # told when to come back: a rate limit after all
+    ],
+)
+def test_a_429_that_only_mentions_credits_delays_the_job(message: str, headers: dict[str, str]) -> None:
+    error = error_from_response(429, JSON, body({"message": message}), headers)
+    assert type(error) is RateLimited
+
+
 def test_json_is_not_parsed_when_content_type_says_otherwise() -> None:
     # Looks like a safety refusal, but the page is declared text/plain: judged by status alone.
     payload = body({"error": {"code": "moderation_blocked"}})
