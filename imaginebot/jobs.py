@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
+import aiohttp
+
 from imaginebot.credits import QualityWeights, request_cost
 from imaginebot.delivery import (
     REQUEST_JSON_SLACK,
@@ -553,7 +555,7 @@ class JobService:
             log.exception("job %s failed unexpectedly", job_id)
             await self._fail(
                 job,
-                f"internal error: {error!r}",
+                f"internal error: {stored_error_text(error)}",
                 f"Something broke on the bot's side (job {job_id}). Please try again.",
                 result,
             )
@@ -747,6 +749,17 @@ def upload_limit(job: Job) -> int:
     """The largest file the job's images may be: the server's upload limit, but never more than one request holds."""
     server_limit = int(job.options.get("attachment_size_limit") or DEFAULT_ATTACHMENT_LIMIT)
     return min(server_limit, REQUEST_SIZE_LIMIT - REQUEST_JSON_SLACK - 1024)
+
+
+def stored_error_text(error: BaseException) -> str:
+    """An unexpected error as it may be stored in a job's row: an HTTP client error's repr or text carries its
+    request (the URL, with an interaction token in it, and the headers, with the bot token), so only its type and
+    status are kept."""
+    if isinstance(error, aiohttp.ClientResponseError):
+        return f"{type(error).__name__} (HTTP {error.status})"
+    if isinstance(error, aiohttp.ClientError):
+        return type(error).__name__
+    return repr(error)
 
 
 def _turn_order(queued: list[Job], running: list[Job]) -> Callable[[Job], tuple[bool, datetime, int, int]]:

@@ -10,6 +10,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from imaginebot import jobs as jobs_module
@@ -706,3 +707,17 @@ async def test_a_request_written_as_the_bot_stops_that_cannot_be_given_back_is_a
     assert harness.generator.posts == (0 if free_slot else 2)
     if not free_slot:
         gate.set()
+
+
+def test_an_http_client_errors_request_is_never_stored_with_the_job() -> None:
+    from multidict import CIMultiDict, CIMultiDictProxy
+    from yarl import URL
+
+    url = URL("https://discord.com/api/v10/webhooks/1/interaction-token-secret/messages/@original")
+    headers = CIMultiDictProxy(CIMultiDict({"Authorization": "Bot bot-token-secret"}))
+    request = aiohttp.RequestInfo(url, "PATCH", headers, url)
+    error = aiohttp.ClientResponseError(request, (), status=502, message="Bad Gateway")
+    assert "secret" in repr(error)  # what used to be stored
+    assert jobs_module.stored_error_text(error) == "ClientResponseError (HTTP 502)"
+    assert jobs_module.stored_error_text(aiohttp.ClientConnectionError(str(url))) == "ClientConnectionError"
+    assert jobs_module.stored_error_text(ValueError("odd")) == "ValueError('odd')"
