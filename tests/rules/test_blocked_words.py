@@ -55,6 +55,12 @@ def test_parse_word_list_refuses_an_overlong_entry() -> None:
         ("cafe\u0301 noir", ["café"], "café"),  # decomposed é
         ("ＫＲＡＫＥＮ", ["kraken"], "kraken"),  # full-width letters
         ("kra\u200bken", ["kraken"], "kraken"),  # zero-width space slipped inside
+        ("kra\u034fken", ["kraken"], "kraken"),  # combining grapheme joiner
+        ("kra\u061cken", ["kraken"], "kraken"),  # Arabic letter mark
+        ("kra\ufe0fken", ["kraken"], "kraken"),  # variation selector
+        ("kra\U000e0020ken", ["kraken"], "kraken"),  # tag character
+        ("kra\u3164ken", ["kraken"], "kraken"),  # Hangul filler
+        ("reddish red", ["red", "reddish"], "reddish"),
         ("STRASSE", ["straße"], "strasse"),
         ("İSTANBUL at night", ["istanbul"], "istanbul"),
         ("I write C++.", ["c++"], "c++"),
@@ -132,3 +138,15 @@ def test_a_blocked_word_between_separators_is_always_found(word: str, before: st
 def test_a_blocked_word_glued_to_other_letters_is_not_found(word: str, glue: str) -> None:
     assert find_blocked(f"x {word}{glue} y", [word]) is None
     assert find_blocked(f"x {glue}{word} y", [word]) is None
+
+
+def test_entries_sharing_a_beginning_share_it_in_the_pattern() -> None:
+    # A plain alternation tried every entry at every place of the prompt: 500 entries sharing 90 characters made
+    # one prompt take 0.4 s on the shared event loop. As a trie, the shared part is in the pattern once.
+    shared = "a " * 45
+    entries = [f"{shared}z{n:03d}" for n in range(500)]
+    block_list = BlockList(entries)
+    assert block_list._pattern is not None
+    assert block_list._pattern.pattern.count(r"a\s+") == 45  # not 45 times 500
+    assert block_list.find(f"{shared}z499") == f"{shared}z499".strip()
+    assert block_list.find(("a " * 2000)[:4000]) is None
