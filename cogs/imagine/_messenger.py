@@ -429,7 +429,8 @@ class JobMessenger:
         content = _render.log_entry(job, delivery.options, link)
         try:
             channel = self.bot.get_partial_messageable(settings.log_channel_id, guild_id=job.guild_id)
-            await channel.send(content, allowed_mentions=_render.NO_PINGS)
+            # As text: a link in the prompt must not unfold into a preview of whatever it points at.
+            await channel.send(content, allowed_mentions=_render.NO_PINGS, suppress_embeds=True)
         except discord.HTTPException as error:
             log.warning("job %s: could not post in the log channel %s: %s", job.id, settings.log_channel_id, error)
 

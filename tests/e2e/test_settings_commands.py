@@ -25,6 +25,9 @@ def prompt_sent(world: World) -> dict[str, Any]:
     return world.onemin.requests[-1]["body"]["promptObject"]
 
 
+SUPPRESS_EMBEDS = 1 << 2
+
+
 async def test_blocked_words_are_refused_without_echo_and_unblock_allows_them_again(world: World) -> None:
     await world.start_bot()
     alice, mod = world.member, world.moderator
@@ -183,7 +186,7 @@ async def test_log_channel_gets_every_delivery_with_requester_prompt_and_link_pi
     assert "cannot post" in await say(world, mod, "settings", "log-channel", channel=locked)
     assert log_channel.mention in await say(world, mod, "settings", "log-channel", channel=log_channel)
 
-    prompt = f"a lighthouse for {bob.mention} and @everyone"
+    prompt = f"a lighthouse for {bob.mention} and @everyone, like https://example.com/lighthouse.gif"
     interaction = await imagine_accepted(world, alice, prompt=prompt)
     await world.discord.wait_for(lambda: len(logged()) == 1, timeout=10, what="the log-channel message")
     entry = logged()[0]
@@ -193,6 +196,7 @@ async def test_log_channel_gets_every_delivery_with_requester_prompt_and_link_pi
     assert f"https://discord.com/channels/{world.guild.id}/{world.channel.id}/{result.id}" in entry.content
     assert entry.mentions_would_ping == set(), entry.mentions_would_ping
     assert entry.allowed_mentions is not None and not entry.embeds and not entry.attachments
+    assert entry.flags & SUPPRESS_EMBEDS  # the link in the prompt is not unfolded into a preview
 
     # A long prompt full of markdown still fits in one message.
     long_prompt = ("**bold** _it_ ~~no~~ `code` > quote @here " * 120)[:4000].strip()
