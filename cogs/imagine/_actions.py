@@ -24,6 +24,8 @@ NOT_CANCELLED = "Something went wrong on the bot's side, so I could not cancel t
 NOT_DELETED = "Something went wrong on the bot's side, so nothing was deleted. Please try again."
 # The least time Edit & re-roll gives the job's read before asking to press again (see open_edit_modal).
 MODAL_READ_FLOOR = 0.5
+# Re-roll and Edit & re-roll run /imagine again: not for a member Discord would not let run it in this channel.
+NO_COMMANDS_HERE = "You can't use commands in this channel, so Re-roll and Edit & re-roll aren't available to you here."
 CANCEL_AFTER_RESTART = "I'm restarting right now; this request waits for me. Press Cancel again in a minute."
 EDITOR_NOT_OPENED = "Something went wrong on the bot's side, so the editor did not open. Please try again."
 BUSY_FOR_MODAL = "I'm busy right now and could not open the editor in time; please press **Edit & re-roll** again."
@@ -105,6 +107,9 @@ async def rerun(interaction: Interaction, options: ImagineOptions, prompt: str |
 
     The options go through the server's rules as they are now (a lower max count, say), like a new ``/imagine``.
     """
+    if not may_run_commands(interaction):
+        await refuse(interaction, NO_COMMANDS_HERE)
+        return
     checked = await options_from_member(
         interaction,
         prompt=options.prompt if prompt is None else prompt,
@@ -117,6 +122,12 @@ async def rerun(interaction: Interaction, options: ImagineOptions, prompt: str |
     )
     if checked is not None:
         await accept(interaction, checked)
+
+
+def may_run_commands(interaction: Interaction) -> bool:
+    """Whether the member may use application commands in the interaction's channel (a button is pressed by anyone
+    who sees it, while Discord checks "Use Application Commands" before it sends a slash command)."""
+    return interaction.permissions.use_application_commands
 
 
 async def reroll(interaction: Interaction, job_id: int) -> None:
@@ -134,6 +145,9 @@ async def open_edit_modal(interaction: Interaction, job_id: int) -> None:
     A modal can only be the first answer, so this one cannot be deferred: if the job cannot be read by the time a
     deferral would come, the member is asked to press again rather than left with "This interaction failed".
     """
+    if not may_run_commands(interaction):
+        await refuse(interaction, NO_COMMANDS_HERE)
+        return
     try:
         # At least MODAL_READ_FLOOR: a local clock ahead of Discord's must not make every press "too late".
         job = await _job_here(interaction, job_id, within=max(time_to_defer(interaction), MODAL_READ_FLOOR))

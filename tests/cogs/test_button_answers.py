@@ -62,6 +62,7 @@ def click(*, user_id: int, age: float = 0.0, get_job: Any = None) -> Any:
         extras={},
         guild_id=1,
         user=SimpleNamespace(id=user_id),
+        permissions=discord.Permissions(use_application_commands=True),
         client=SimpleNamespace(
             store=SimpleNamespace(get_job=get_job or AsyncMock(return_value=saved_job())),
             get_partial_messageable=MagicMock(),

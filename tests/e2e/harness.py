@@ -19,7 +19,7 @@ from tests.fakes.discord.interactions import walk_components
 from tests.fakes.onemin import FakeOneMin
 
 MODERATOR_PERMISSIONS = discordpy.Permissions(
-    view_channel=True, send_messages=True, read_message_history=True, manage_guild=True
+    view_channel=True, send_messages=True, read_message_history=True, use_application_commands=True, manage_guild=True
 ).value
 
 

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from tests.e2e.harness import World, button_id, database_locked, has_attachments, wait_until
 from tests.fakes.discord import FakeInteraction, FakeMember, FakeMessage
 from tests.fakes.discord.interactions import walk_components
+from tests.fakes.discord.models import DEFAULT_EVERYONE_PERMISSIONS, USE_APPLICATION_COMMANDS
 
 EPHEMERAL = 64
 MESSAGE, DEFERRED_MESSAGE, DEFERRED_UPDATE, MODAL = 4, 5, 6, 9
@@ -106,6 +107,22 @@ async def test_edit_and_reroll_opens_the_prompt_and_runs_the_new_one(world: Worl
     await assert_refused(refused, "at most 1 image")
     assert len(world.onemin.requests) == 2
     assert "9.5 credits left" in await world.quota_me(world.other)
+
+
+async def test_a_member_who_may_not_use_commands_here_cannot_re_roll_either(world: World) -> None:
+    await world.start_bot()
+    muted = world.discord.add_member(world.guild, username="muted", permissions=DEFAULT_EVERYONE_PERMISSIONS)
+    result = await result_of(await world.imagine(prompt="a red fox", quality="low"))
+    opener = await click(world, muted, result, "Edit & re-roll")
+    assert (await opener.wait_for_callback(timeout=3))["type"] == MODAL and opener.modal is not None
+    # The member loses "Use Application Commands" in the channel (muted, say).
+    muted.permission_override = DEFAULT_EVERYONE_PERMISSIONS & ~USE_APPLICATION_COMMANDS
+    await assert_refused(await click(world, muted, result, "Re-roll"), "can't use commands in this channel")
+    await assert_refused(await click(world, muted, result, "Edit & re-roll"), "can't use commands in this channel")
+    # The modal opened before is refused as well.
+    submitted = await world.discord.submit_modal(muted, world.channel, opener.modal["custom_id"], {"prompt": "mine"})
+    await assert_refused(submitted, "can't use commands in this channel")
+    assert len(world.onemin.requests) == 1
 
 
 async def test_delete_only_for_the_requester_or_a_moderator(world: World) -> None:
