@@ -36,6 +36,8 @@ log = logging.getLogger("imaginebot")
 
 EXTENSIONS = ("cogs.imagine", "cogs.quota", "cogs.settings")
 COMMANDS_HASH_KEY = "global_commands_hash"
+# The server DISCORD_GUILD_ID named when the commands were last synced to one ("" once they were removed from it).
+GUILD_COMMANDS_KEY = "guild_commands_server"
 
 
 class ImagineBot(commands.Bot):
@@ -113,6 +115,7 @@ class ImagineBot(commands.Bot):
 
     async def sync_commands(self) -> None:
         """Guild sync when DISCORD_GUILD_ID is set; otherwise a global sync only when the definitions changed."""
+        await self._remove_development_commands(keep=self.settings.guild_id)
         if self.settings.guild_id is not None:
             guild = discord.Object(self.settings.guild_id)
             self.tree.copy_global_to(guild=guild)
@@ -120,6 +123,7 @@ class ImagineBot(commands.Bot):
                 synced = await self.tree.sync(guild=guild)
             except (discord.Forbidden, discord.NotFound) as error:
                 raise GuildUnavailable(self.settings.guild_id, error) from error
+            await self.store.set_state(GUILD_COMMANDS_KEY, str(self.settings.guild_id))
             log.info("synced %d commands to server %s", len(synced), self.settings.guild_id)
             return
         payload = [command.to_dict(self.tree) for command in self.tree.get_commands()]
@@ -130,6 +134,21 @@ class ImagineBot(commands.Bot):
         synced = await self.tree.sync()
         await self.store.set_state(COMMANDS_HASH_KEY, digest)
         log.info("synced %d global commands", len(synced))
+
+    async def _remove_development_commands(self, keep: int | None) -> None:
+        """Remove the commands an earlier start synced to another DISCORD_GUILD_ID (or to one now unset): that server
+        would show every command twice, its own copy beside the global one."""
+        server = await self.store.get_state(GUILD_COMMANDS_KEY)
+        if not server or int(server) == keep:
+            return
+        guild = discord.Object(int(server))
+        self.tree.clear_commands(guild=guild)
+        try:
+            await self.tree.sync(guild=guild)
+            log.info("removed the commands synced to server %s while DISCORD_GUILD_ID named it", server)
+        except (discord.Forbidden, discord.NotFound):
+            log.info("server %s, named by an earlier DISCORD_GUILD_ID, has no commands of ours left to remove", server)
+        await self.store.set_state(GUILD_COMMANDS_KEY, "")
 
     async def on_app_command_error(
         self, interaction: discord.Interaction[ImagineBot], error: app_commands.AppCommandError
@@ -177,6 +196,13 @@ class DatabaseUnavailable(Exception):
         if password:
             text = text.replace(password, "***")
         super().__init__(f"DATABASE_URL: the database could not be opened ({text})")
+
+
+class TokenRefused(Exception):
+    """Discord refused DISCORD_TOKEN at login: a setting to fix (exit 2), said in one line."""
+
+    def __init__(self) -> None:
+        super().__init__("DISCORD_TOKEN: Discord refused the bot token; copy it again from the developer portal")
 
 
 class GuildUnavailable(Exception):
@@ -301,13 +327,12 @@ def main() -> int:
         return 2
     listener = setup_logging(settings)
     point_discord_at(settings)
-    unavailable: DatabaseUnavailable | GuildUnavailable | DiscordUnreachable | None = None
+    unavailable: DatabaseUnavailable | GuildUnavailable | DiscordUnreachable | TokenRefused | None = None
     try:
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             runner.run(run(ImagineBot(settings), settings.discord_token))
     except discord.LoginFailure:
-        log.error("Discord refused the bot token (DISCORD_TOKEN); check it in the developer portal")
-        return 1
+        unavailable = TokenRefused()
     except (DatabaseUnavailable, GuildUnavailable, DiscordUnreachable) as error:
         unavailable = error
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -85,3 +86,28 @@ async def test_a_guild_the_bot_cannot_sync_to_is_named_in_one_line(
     message = str(raised.value)
     assert message.startswith("DISCORD_GUILD_ID: ") and "123456789012345678" in message and "Missing Access" in message
     assert len(message.splitlines()) == 1
+
+
+def test_a_token_discord_refuses_is_a_setting_to_fix_named_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def refused(imagine_bot: bot.ImagineBot, token: str) -> None:
+        await imagine_bot.close()
+        raise discord.LoginFailure("Improper token has been passed.")
+
+    monkeypatch.chdir(tmp_path)  # no .env of a developer's
+    for name, value in {"DISCORD_TOKEN": "not-a-token", "ONEMIN_API_KEY": "k"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/imagine.db")
+    monkeypatch.setattr(bot, "run", refused)
+    root, discord_log = logging.getLogger(), logging.getLogger("discord")
+    handlers, level, discord_level = root.handlers[:], root.level, discord_log.level
+    try:
+        assert bot.main() == 2  # a restart policy that honours the exit status does not retry a wrong token
+    finally:  # main() set up the process's logging
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        discord_log.setLevel(discord_level)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("Cannot start: DISCORD_TOKEN: Discord refused the bot token"), lines
+    assert "not-a-token" not in "\n".join(lines)

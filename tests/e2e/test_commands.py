@@ -148,3 +148,15 @@ async def test_an_unreachable_discord_stops_the_bot_with_one_line_naming_the_url
     assert last.startswith(f"Cannot start: Discord could not be reached at {api_url} (ClientConnectorError"), last
     assert "Traceback" not in stderr.decode() and "Event loop is closed" not in stderr.decode()
     assert env["DISCORD_TOKEN"] not in stderr.decode()
+
+
+async def test_commands_synced_to_a_development_server_are_removed_once_it_is_unset(world: World) -> None:
+    await world.start_bot()  # DISCORD_GUILD_ID set: the commands go to the test server only
+    assert set(world.discord.commands[world.guild.id]) == {"imagine", "quota", "settings"}
+    await world.restart_bot(crash=False, DISCORD_GUILD_ID="")
+    # In production the global commands are synced, and the server's own copies would show beside them.
+    assert set(world.discord.commands[None]) == {"imagine", "quota", "settings"}
+    assert world.discord.commands[world.guild.id] == {}
+    puts = dict(world.discord.command_puts)
+    await world.restart_bot(crash=False, DISCORD_GUILD_ID="")
+    assert world.discord.command_puts == puts  # once only
