@@ -290,8 +290,9 @@ class GeneratorClient:
                     if status != 200:
                         raise _FinalFetchError(f"HTTP {status}")
                     content_type = response.content_type if "Content-Type" in response.headers else None
-                    if content_type and not (content_type.startswith("image/") or content_type in _BINARY_TYPES):
-                        raise _FinalFetchError(f"not an image (Content-Type {content_type})")
+                    # Storage servers mislabel images (text/plain, application/x-png): another label is believed
+                    # only if the body does not start like an image (a login page served with 200, say).
+                    labelled = not content_type or content_type.startswith("image/") or content_type in _BINARY_TYPES
                     expected = response.content_length
                     if expected is not None and expected > MAX_IMAGE_BYTES:
                         raise _FinalFetchError(f"{expected} bytes announced, more than any image ({MAX_IMAGE_BYTES})")
@@ -301,7 +302,11 @@ class GeneratorClient:
                     await slot.take_for_body()  # given back while the server was slow: again, before new downloads
                     async with asyncio.timeout(self._download_deadline):
                         path, data, size = await self._spool(
-                            response, suffix, f"imagine-{_safe(record_id)}-{index}-", keep
+                            response,
+                            suffix,
+                            f"imagine-{_safe(record_id)}-{index}-",
+                            keep,
+                            sniff_as=None if labelled else content_type,
                         )
         except TimeoutError as exc:
             raise _RetryableFetchError(f"timed out ({type(exc).__name__})") from exc
@@ -325,12 +330,20 @@ class GeneratorClient:
         )
 
     async def _spool(
-        self, response: aiohttp.ClientResponse, suffix: str, prefix: str, keep: int
+        self,
+        response: aiohttp.ClientResponse,
+        suffix: str,
+        prefix: str,
+        keep: int,
+        *,
+        sniff_as: str | None = None,
     ) -> tuple[Path | None, bytes | None, int]:
         """Read the body: kept in memory if it is at most ``keep`` bytes, else streamed to a new temporary file
         (removed again if anything goes wrong). Returns (path, data, size), one of path and data set.
 
         The file is created with its first write, so an image under ``_FLUSH_AT`` costs one trip to a thread.
+        With ``sniff_as`` (a Content-Type that does not say image), a body that does not start like an image is
+        refused as soon as its first bytes are in.
         """
         spool = _Spool(self._spool_dir, prefix, suffix)
         size = 0
@@ -339,12 +352,18 @@ class GeneratorClient:
             async for chunk in response.content.iter_chunked(_CHUNK):
                 buffer += chunk
                 size += len(chunk)
+                if sniff_as is not None and size >= _SIGNATURE_BYTES:
+                    if not _looks_like_image(bytes(buffer[:_SIGNATURE_BYTES])):
+                        raise _FinalFetchError(f"not an image (Content-Type {sniff_as})")
+                    sniff_as = None
                 if size > MAX_IMAGE_BYTES:  # no image is this large: a broken server must not fill the disk
                     raise _FinalFetchError(f"more than {MAX_IMAGE_BYTES} bytes, more than any image")
                 if len(buffer) >= _FLUSH_AT:
                     # To the end even if cancelled: discard() below must come after the file exists.
                     await to_thread_to_the_end(spool.write, bytes(buffer))
                     buffer.clear()
+            if sniff_as is not None:  # fewer bytes than any image's signature
+                raise _FinalFetchError(f"not an image (Content-Type {sniff_as})")
             if size <= keep and len(buffer) == size:  # small enough, and nothing went to the file
                 return None, bytes(buffer), size
             path = await to_thread_to_the_end(spool.finish, bytes(buffer))
@@ -398,6 +417,16 @@ def _where(url: str) -> str:
 def _safe(record_id: str | None) -> str:
     # The id comes from the server and ends up in a file name.
     return re.sub(r"[^A-Za-z0-9-]", "", record_id or "")[:40] or "x"
+
+
+# The first bytes of the formats the generator makes (and GIF): PNG, JPEG, WebP (RIFF....WEBP).
+_SIGNATURE_BYTES = 12
+
+
+def _looks_like_image(head: bytes) -> bool:
+    return head.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a")) or (
+        head[:4] == b"RIFF" and head[8:12] == b"WEBP"
+    )
 
 
 def _suffix_of(url: str) -> str:

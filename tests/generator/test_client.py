@@ -891,6 +891,15 @@ async def test_a_non_image_answer_is_not_saved(session: aiohttp.ClientSession, s
     assert spooled(spool) == []
 
 
+@pytest.mark.parametrize("label", ["text/plain", "application/x-png", "text/html"])
+async def test_an_image_under_a_wrong_label_is_kept(session: aiohttp.ClientSession, spool: Path, label: str) -> None:
+    async def mislabelled(request: web.Request) -> web.Response:
+        return web.Response(body=small_png(), headers={"Content-Type": label})
+
+    images, _ = await download_from(mislabelled, session, spool, ["a.png"])
+    assert images[0].error is None and images[0].size_bytes == len(small_png())
+
+
 def small_png() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (64, 64), "teal").save(buffer, "PNG")
