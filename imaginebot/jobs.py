@@ -105,10 +105,11 @@ class Delivery:
     groups: list[list[DeliverableImage]]
     generation_seconds: float
     reported_credits: float | int | None
-    # Images that did not come (the generator sent fewer than asked, or one could be neither fetched nor linked)
-    # and the hundredths given back for them.
+    # Images not attached (the generator sent fewer than asked, or one could not be fetched, read or made to fit)
+    # and the hundredths given back for them; ``linked`` of them are offered as links instead.
     missing: int = 0
     refunded: int = 0
+    linked: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -526,7 +527,9 @@ class JobService:
             left_files = any(image.path is not None for image in downloaded) or not all(
                 image.data is not None for image in fitted
             )
-            arrived = sum(1 for image in fitted if image.is_upload or image.link is not None)
+            # Charged: the images attached. One offered only as a link (it could not be fetched, read or made to
+            # fit) is given back with those the generator never sent: the link may well not open.
+            arrived = sum(1 for image in fitted if image.is_upload)
             delivery = Delivery(
                 options=options,
                 groups=plan_messages(fitted),
@@ -534,6 +537,7 @@ class JobService:
                 reported_credits=result.reported_credits,
                 missing=max(0, options.count - arrived),
                 refunded=self._refund_for_missing(job, options, arrived),
+                linked=sum(1 for image in fitted if not image.is_upload and image.link is not None),
             )
             # A stopping bot lets this job finish posting and recording (close()), within a grace period.
             if (task := asyncio.current_task()) is not None:

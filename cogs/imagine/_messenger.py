@@ -74,6 +74,8 @@ class JobMessenger:
         self._status_ids: dict[int, int] = {}
         # Each job's status edits in flight (see status_edits_in_flight).
         self._edits: dict[int, set[asyncio.Task[None]]] = {}
+        # Jobs found at start with part of a result already on their message (see posted_before): kept as it is.
+        self._partly_posted: set[int] = set()
 
     # -- helpers ------------------------------------------------------------------------------------------------
 
@@ -376,13 +378,17 @@ class JobMessenger:
     async def on_interrupted(self, job: Job) -> None:
         """A restart cut the job short: tell the member on the same token (a followup) while it is valid."""
         self.forget(job.id)
-        content = _render.interrupted_message(job)
+        partly_posted = job.id in self._partly_posted
+        self._partly_posted.discard(job.id)
+        content = _render.interrupted_message(job, partly_posted=partly_posted)
         if self.token_alive(job):
             try:
                 # The status first: if it is still the "thinking" placeholder, an edit resolves it, where a
-                # followup would replace it (and the edit would then overwrite the followup).
-                with contextlib.suppress(discord.HTTPException):
-                    await self.edit_status(job, content="⚠️ Interrupted by a restart (refunded).", view=None)
+                # followup would replace it (and the edit would then overwrite the followup). Not when it already
+                # carries part of the result: that stays for the member.
+                if not partly_posted:
+                    with contextlib.suppress(discord.HTTPException):
+                        await self.edit_status(job, content="⚠️ Interrupted by a restart (refunded).", view=None)
                 await self.webhook(job).send(content, allowed_mentions=_render.NO_PINGS)
                 return
             except discord.HTTPException as error:
@@ -391,7 +397,9 @@ class JobMessenger:
 
     async def posted_before(self, job: Job) -> DeliveryReceipt | None:
         """After a stop between posting a result and recording it: where the result is, if the job's status message
-        carries all its images; else None (not posted, only partly, or the token no longer tells)."""
+        carries all its images; else None (not posted, only partly, or the token no longer tells). A message with
+        part of a result (some images, links, the result's embed: split, or cut short) is noted, so that telling the
+        member about the restart leaves it as it is."""
         if not self.token_alive(job):
             return None
         count = requested_count(job)
@@ -402,7 +410,10 @@ class JobMessenger:
             message = await self.webhook(job).fetch_message(message_id)
         except discord.NotFound:
             return None
-        if len([a for a in message.attachments if a.filename.startswith("imagine-")]) < count:
+        attached = len([a for a in message.attachments if a.filename.startswith("imagine-")])
+        if attached < count:
+            if attached or message.embeds:  # a status has neither: this is (part of) the result
+                self._partly_posted.add(job.id)
             return None
         return DeliveryReceipt(message.channel.id, message.id)
 
@@ -442,12 +453,16 @@ class JobMessenger:
                 await self._deliver_on_token(job, delivery, messages, posted)
                 return DeliveryReceipt(job.channel_id, posted[0], tuple(posted[1:]))
             except DISCORD_FAILURES as error:
-                if not (isinstance(error, discord.HTTPException) and _token_dead(error)):
+                if isinstance(error, discord.HTTPException) and _token_dead(error):
+                    self._note_refusal(job, error)
+                    log.info("job %s: interaction token no longer works (%s); posting in the channel", job.id, error)
+                else:
                     if posted:
                         await self._partly_delivered(job, len(posted), len(messages), error)
-                    raise
-                self._note_refusal(job, error)
-                log.info("job %s: interaction token no longer works (%s); posting in the channel", job.id, error)
+                    # Discord down past discord.py's retries, a connection reset (not retried on Linux), a refused
+                    # upload: the images are made and paid for, so the channel gets its chance too.
+                    reason = failure_text(error)
+                    log.warning("job %s: posting the result failed (%s); trying the channel", job.id, reason)
         on_token = len(posted)
         try:
             await self._deliver_in_channel(job, delivery, messages[on_token:], posted)
@@ -455,7 +470,10 @@ class JobMessenger:
             if posted:
                 await self._partly_delivered(job, len(posted), len(messages), error)
             if not isinstance(error, (discord.Forbidden, discord.NotFound)):
-                raise
+                reason = failure_text(error)
+                log.warning("job %s: the channel would not take the result either: %s", job.id, reason)
+                await self.tell(job, _render.undeliverable_message(job, reason))
+                raise DeliveryFailed(f"Discord would not take the result: {reason}") from error
             log.warning("job %s: cannot post in channel %s: %s", job.id, job.channel_id, error)
             await self.direct_message(
                 job,

@@ -101,10 +101,14 @@ def result_embed(job: Job, delivery: Delivery, part: int, parts: int) -> discord
     embed.add_field(name="Requested by", value=f"<@{job.user_id}>")
     notes = []
     if delivery.missing:
-        missing = "1 image" if delivery.missing == 1 else f"{delivery.missing} images"
+        unsent = delivery.missing - delivery.linked
+        what = []
+        if unsent:
+            what.append(f"{_images(unsent)} did not come from the generator")
+        if delivery.linked:
+            what.append(f"{_images(delivery.linked)} could only be linked")
         notes.append(
-            f"{missing} of the {options.count} asked for did not come from the generator: "
-            f"{credits_text(delivery.refunded)} refunded."
+            f"Of the {options.count} asked for, {' and '.join(what)}: {credits_text(delivery.refunded)} refunded."
         )
     notes += [f"Image {image.index + 1}: {image.note}" for group in delivery.groups for image in group if image.note]
     if notes and part == 0:
@@ -112,6 +116,10 @@ def result_embed(job: Job, delivery: Delivery, part: int, parts: int) -> discord
     if parts > 1:
         embed.set_footer(text=f"Part {part + 1} of {parts}")
     return embed
+
+
+def _images(count: int) -> str:
+    return "1 image" if count == 1 else f"{count} images"
 
 
 def link_lines(images: list[DeliverableImage]) -> str:
@@ -159,6 +167,15 @@ def failure_message(job: Job, sentence: str) -> str:
     return f"⚠️ <@{job.user_id}>, {images} could not be made. {said}\n-# You were not charged ({refund} refunded)."
 
 
+def undeliverable_message(job: Job, error: str) -> str:
+    """A result that was made but that Discord would not take anywhere; the job is refunded."""
+    images = "your images were" if (requested_count(job) or 1) > 1 else "your image was"
+    return (
+        f"⚠️ <@{job.user_id}>, {images} made, but Discord would not take the upload ({_clip(error, 200)}). "
+        f"You were not charged ({credits_text(job.cost)} refunded); please run `/imagine` again."
+    )
+
+
 def partly_delivered_message(job: Job, posted: int, parts: int, error: str) -> str:
     """Part of a result is posted and the rest could not follow; the job is refunded."""
     return (
@@ -167,11 +184,17 @@ def partly_delivered_message(job: Job, posted: int, parts: int, error: str) -> s
     )
 
 
-def interrupted_message(job: Job) -> str:
-    """A job cut short by a restart."""
+def interrupted_message(job: Job, *, partly_posted: bool = False) -> str:
+    """A job cut short by a restart (``partly_posted``: while its result was being posted, part of it is up)."""
+    refund = credits_text(job.cost)
+    if partly_posted:
+        return (
+            f"⚠️ <@{job.user_id}>, the bot restarted while your images were being posted, so some may be missing "
+            f"here. You were not charged ({refund} refunded); keep what arrived, or run `/imagine` again."
+        )
     return (
         f"⚠️ <@{job.user_id}>, the bot restarted while your image was being generated, so it was lost. "
-        f"You were not charged ({credits_text(job.cost)} refunded); please run `/imagine` again."
+        f"You were not charged ({refund} refunded); please run `/imagine` again."
     )
 
 

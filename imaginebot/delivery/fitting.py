@@ -342,7 +342,7 @@ def _as_link(
 ) -> DeliverableImage:
     """Deliver ``source`` as its fallback link, with a note giving ``reason`` and when the link expires."""
     if source.fallback_url:
-        note = f"{reason}: link below"
+        note = f"{reason}: link above"
         if source.link_expires_at is not None:
             note += f" (expires {discord_timestamp(source.link_expires_at)})"
     else:

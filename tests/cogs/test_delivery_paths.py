@@ -170,7 +170,7 @@ def test_the_result_says_which_images_did_not_come_and_charges_only_the_rest() -
     embed = _render.result_embed(job, delivery, 0, 1).to_dict()
     fields = {field["name"]: field["value"] for field in embed["fields"]}
     assert fields["Cost"] == "1 credit"
-    assert fields["Notes"] == "2 images of the 3 asked for did not come from the generator: 2 credits refunded."
+    assert fields["Notes"] == "Of the 3 asked for, 2 images did not come from the generator: 2 credits refunded."
 
 
 async def test_a_broken_connection_on_the_cut_short_notice_still_ends_in_a_refund_and_a_dm() -> None:

@@ -42,7 +42,7 @@ def link(index: int) -> DeliverableImage:
         size_bytes=30 * MiB,
         link=f"https://asset.example/{index}.png",
         link_expires_at=None,
-        note="too large to upload: link below",
+        note="too large to upload: link above",
         width=None,
         height=None,
     )

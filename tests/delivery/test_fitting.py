@@ -245,7 +245,7 @@ async def test_impossible_to_fit_becomes_a_link_with_a_note(tmp_path: Path, work
 
     assert image.path is None and not image.is_upload
     assert image.link == URL and image.link_expires_at == EXPIRES
-    assert image.note == f"too large to upload: link below (expires <t:{int(EXPIRES.timestamp())}:R>)"
+    assert image.note == f"too large to upload: link above (expires <t:{int(EXPIRES.timestamp())}:R>)"
     assert (image.width, image.height) == (640, 480)
     assert list(workdir.iterdir()) == []  # no abandoned attempts
 
@@ -263,8 +263,8 @@ async def test_failed_download_becomes_a_link(workdir: Path) -> None:
     )
 
     assert with_expiry.path is None and with_expiry.link == URL and with_expiry.link_expires_at == expires
-    assert with_expiry.note == f"could not be downloaded: link below (expires <t:{int(expires.timestamp())}:R>)"
-    assert without_expiry.note == "could not be downloaded: link below"
+    assert with_expiry.note == f"could not be downloaded: link above (expires <t:{int(expires.timestamp())}:R>)"
+    assert without_expiry.note == "could not be downloaded: link above"
     assert nothing.path is None and nothing.link is None
     assert nothing.note == "could not be downloaded, and no link to it is available"
     assert with_expiry.filename == "imagine-1.jpg"
@@ -282,8 +282,8 @@ async def test_unreadable_file_becomes_a_link(tmp_path: Path, workdir: Path) -> 
     images = await fit_for_upload(sources, file_limit=10 * MiB, workdir=workdir, preferred_format="png")
 
     assert [(image.path, image.link, image.note) for image in images] == [
-        (None, URL, "could not be read: link below"),
-        (None, URL, "could not be read: link below"),
+        (None, URL, "could not be read: link above"),
+        (None, URL, "could not be read: link above"),
     ]
 
 
@@ -299,7 +299,7 @@ async def test_an_unexpected_failure_still_delivers_a_link(
     [image] = await fit_for_upload([source], file_limit=1000, workdir=workdir, preferred_format="png")
 
     assert image.path is None and image.link == URL
-    assert image.note is not None and image.note.startswith("could not be prepared for upload: link below")
+    assert image.note is not None and image.note.startswith("could not be prepared for upload: link above")
 
 
 async def test_mixed_batch_keeps_order_and_bounds_parallel_work(

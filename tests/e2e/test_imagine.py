@@ -7,7 +7,7 @@ import io
 
 from PIL import Image
 
-from tests.e2e.harness import World, button_id, content_of, database_locked, has_attachments, wait_until
+from tests.e2e.harness import World, button_id, content_of, database_locked, has_attachments, job_state, wait_until
 from tests.e2e.test_quota_commands import say
 from tests.fakes.discord import FakeInteraction
 
@@ -60,6 +60,21 @@ async def test_four_images_are_all_fetched_the_right_way(world: World) -> None:
     assert len({image.tobytes()[:4096] for image in images}) == 4  # four distinct images, none repeated
     routes = [route for route, _path, status in world.onemin.download_routes if status == 200]
     assert sorted(routes) == ["asset", "asset", "asset", "presigned"]
+
+
+async def test_images_that_could_not_be_fetched_are_linked_and_not_charged(world: World) -> None:
+    await world.start_bot()
+    world.onemin.fail_next("asset-404")  # the asset host has none of the result's images; image 1 has a presigned URL
+    interaction = await world.imagine(prompt="three foxes", count=3)
+    await interaction.wait_for(has_attachments(1), timeout=30)
+    await wait_until(lambda: "job 1 delivered" in world.bot.log(), timeout=5, what="the delivery recorded")
+    result = interaction.original
+    assert result is not None and len(result.attachments) == 1
+    assert "Image 2: http" in (result.content or "") and "Image 3: http" in (result.content or "")
+    [notes] = [field["value"] for field in result.embeds[0]["fields"] if field["name"] == "Notes"]
+    assert "Of the 3 asked for, 2 images could only be linked: 2 credits refunded." in notes, notes
+    assert "Image 2: could not be downloaded: link above" in notes, notes
+    assert "9 credits left" in await world.quota_me()  # one image attached, one credit
 
 
 async def test_longest_prompt_is_sent_whole_and_pings_nobody(world: World) -> None:
@@ -184,6 +199,48 @@ async def test_a_restart_mid_job_refunds_and_tells_the_member(world: World) -> N
     await interaction.wait_for(lambda i: "restarted" in content_of(i), timeout=30)
     assert any("restarted" in (message.content or "") for message in interaction.followups)
     assert "10 credits left" in await world.quota_me()
+
+
+async def test_a_result_discord_refuses_on_the_token_goes_to_the_channel_or_is_told_and_refunded(
+    world: World,
+) -> None:
+    await world.start_bot()
+    # The upload on the interaction is refused for a reason that is not the token's: the channel takes it.
+    world.discord.fail_next("PATCH", "/webhooks/", status=413, code=40005, message="Request entity too large")
+    interaction = await world.imagine(prompt="a red barn", quality="low")
+    await world.discord.wait_for(
+        lambda: any(m.attachments for m in world.discord.channel_messages(world.channel)), timeout=20, what="post"
+    )
+    [posted] = [m for m in world.discord.channel_messages(world.channel) if m.attachments]
+    assert posted.mentions_would_ping == {world.member.mention}  # the requester alone, as in the 15-minute fallback
+    await wait_until(lambda: "job 1 delivered" in world.bot.log(), timeout=5, what="the delivery recorded")
+    assert "9.75 credits left" in await world.quota_me()
+    await interaction.wait_for(lambda i: "posted in the channel" in content_of(i), timeout=5)
+
+    # Refused on the token and in the channel: the member is told the images were made, and refunded.
+    world.discord.fail_next("PATCH", "/webhooks/", status=413, code=40005, message="Request entity too large")
+    world.discord.fail_next("POST", "/channels/", status=413, code=40005, message="Request entity too large")
+    refused = await world.imagine(prompt="a blue barn", quality="low")
+    await refused.wait_for(lambda i: "would not take the upload" in content_of(i), timeout=20)
+    assert "made" in content_of(refused) and "0.25 credits refunded" in content_of(refused)
+    await wait_until(lambda: job_state(world, refused) == "failed", timeout=5, what="the job settled")
+    assert "9.75 credits left" in await world.quota_me()
+    world.discord.protocol_errors[:] = [e for e in world.discord.protocol_errors if not e.startswith("40005")]
+
+
+async def test_a_crash_after_part_of_a_result_was_posted_leaves_that_part_and_refunds(world: World) -> None:
+    await world.start_bot()
+    world.onemin.fail_next("asset-404")  # image 2 can only be linked: the message carries 1 of 2 images
+    world.discord.hold_answer_next("PATCH", "/webhooks/", seconds=30)
+    interaction = await world.imagine(prompt="two lighthouses", count=2, quality="low")
+    await interaction.wait_for(has_attachments(1), timeout=30)
+    await world.restart_bot(crash=True)
+    await interaction.wait_for(lambda i: any("restarted" in (m.content or "") for m in i.followups), timeout=20)
+    result = interaction.original
+    assert result is not None and len(result.attachments) == 1 and "Image 2: http" in (result.content or "")
+    assert "Interrupted" not in (result.content or "")  # what arrived stays as it was
+    assert any("while your images were being posted" in (m.content or "") for m in interaction.followups)
+    assert "10 credits left" in await world.quota_me()  # not all of it arrived: refunded, as the followup says
 
 
 async def test_a_crash_after_the_result_was_posted_but_before_it_was_recorded_charges_it(world: World) -> None:
