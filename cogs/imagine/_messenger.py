@@ -393,6 +393,13 @@ class JobMessenger:
                 return
             except discord.HTTPException as error:
                 log.info("job %s: followup about the restart failed: %s", job.id, error)
+        if partly_posted:
+            # Not tell(): it would edit the status, which is the part of the result that arrived.
+            try:
+                await self._job_channel(job).send(content, allowed_mentions=_requester_only(job.user_id))
+            except DISCORD_FAILURES:
+                await self.direct_message(job, content)
+            return
         await self.tell(job, content)
 
     async def posted_before(self, job: Job) -> DeliveryReceipt | None:
@@ -469,12 +476,14 @@ class JobMessenger:
         except DISCORD_FAILURES as error:
             if posted:
                 await self._partly_delivered(job, len(posted), len(messages), error)
-            if not isinstance(error, (discord.Forbidden, discord.NotFound)):
-                reason = failure_text(error)
+            reason = failure_text(error)
+            if self.token_usable(job) or not isinstance(error, (discord.Forbidden, discord.NotFound)):
+                # The token still answers (the upload was refused for another reason), or the channel failed for
+                # a reason of Discord's: say so on the job's status (else in the channel, else by DM).
                 log.warning("job %s: the channel would not take the result either: %s", job.id, reason)
                 await self.tell(job, _render.undeliverable_message(job, reason))
                 raise DeliveryFailed(f"Discord would not take the result: {reason}") from error
-            log.warning("job %s: cannot post in channel %s: %s", job.id, job.channel_id, error)
+            log.warning("job %s: cannot post in channel %s: %s", job.id, job.channel_id, reason)
             await self.direct_message(
                 job,
                 f"Your /imagine request ({_render.describe(delivery.options)}) in <#{job.channel_id}> could no longer "

@@ -228,6 +228,22 @@ async def test_a_result_discord_refuses_on_the_token_goes_to_the_channel_or_is_t
     world.discord.protocol_errors[:] = [e for e in world.discord.protocol_errors if not e.startswith("40005")]
 
 
+async def test_a_result_refused_on_the_token_in_a_channel_the_bot_cannot_post_in_is_told_on_the_token(
+    world: World,
+) -> None:
+    await world.start_bot()
+    world.channel = world.discord.add_channel(world.guild, name="locked", bot_can_send=False)
+    world.member.accepts_dms = False
+    world.discord.fail_next("PATCH", "/webhooks/", status=413, code=40005, message="Request entity too large")
+    interaction = await world.imagine(prompt="a red barn", quality="low")
+    await interaction.wait_for(lambda i: "would not take the upload" in content_of(i), timeout=20)
+    await wait_until(lambda: job_state(world, interaction) == "failed", timeout=5, what="the job settled")
+    assert "10 credits left" in await world.quota_me()
+    world.discord.protocol_errors[:] = [
+        e for e in world.discord.protocol_errors if not e.startswith(("40005", "50001", "50013"))
+    ]
+
+
 async def test_a_crash_after_part_of_a_result_was_posted_leaves_that_part_and_refunds(world: World) -> None:
     await world.start_bot()
     world.onemin.fail_next("asset-404")  # image 2 can only be linked: the message carries 1 of 2 images
