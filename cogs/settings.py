@@ -14,7 +14,7 @@ from discord.ext import commands
 from cogs.answering import AnsweredInTime
 from cogs.members import moderators_only, role_mention
 from cogs.quota import limit_text, say
-from imaginebot.blocked_words import WordListError, parse_word_list
+from imaginebot.blocked_words import WordListError, normalize_entry, parse_word_list
 from imaginebot.options import MAX_COUNT
 from imaginebot.sizes import SizeError, check_size
 
@@ -199,7 +199,7 @@ class Settings(AnsweredInTime, commands.GroupCog, group_name="settings"):
             return
         async with self._editing_list(interaction.guild_id):
             current = (await self.bot.policy.settings(interaction.guild_id)).blocked_words
-            kept = tuple(word for word in current if word not in remove)
+            kept = tuple(word for word in current if normalize_entry(word) not in remove)
             await self._update(interaction, "settings.unblock", blocked_words=kept)
         removed = len(current) - len(kept)
         if removed == 0:

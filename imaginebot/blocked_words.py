@@ -30,6 +30,10 @@ _OPTIONAL_POINTS = re.compile(
     "[\u0591-\u05bd\u05bf\u05c1\u05c2\u05c4\u05c5\u05c7\u0610-\u061a\u0640\u064b-\u065f\u0670\u06d6-\u06dc"
     "\u06df-\u06e4\u06e7\u06e8\u06ea-\u06ed]"
 )
+# The generic combining marks (diacritics, their extensions and supplement, marks for symbols, half marks): after
+# NFKC only decorations are left of them, which are stripped. The marks of particular scripts (an Indic vowel
+# sign) are part of their words.
+_DECORATIVE_MARKS = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
 # Invisible characters that are not format characters (Unicode's default-ignorable code points beyond category Cf):
 # the combining grapheme joiner, Hangul fillers, Khmer inherent vowels, Mongolian variation selectors, and the
 # variation selectors.
@@ -87,15 +91,20 @@ class WordListError(ValueError):
 
 
 def normalize_text(text: str) -> str:
-    """Fold ``text`` for comparison: compatibility forms (full-width letters), letter case, invisible characters."""
-    text = _OPTIONAL_POINTS.sub("", _INVISIBLE.sub("", text))
-    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
-    # Case folding turns the capital dotted İ into "i" plus a combining dot; drop the dot so İstanbul is istanbul.
+    """Fold ``text`` for comparison: compatibility forms (full-width letters), letter case, invisible characters,
+    optional vowel points and decorative marks."""
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", _INVISIBLE.sub("", text)).casefold())
+    # After NFKC, which composes accented letters (é stays é) and unpacks presentation forms (ﬁ, שׁ as one code
+    # point): what is left of the generic combining marks only decorates (strike-through, enclosing circles, "zalgo"
+    # text), and would otherwise hide a word; the case-folded dotted İ's dot goes too, so İstanbul is istanbul.
+    folded = _DECORATIVE_MARKS.sub("", _OPTIONAL_POINTS.sub("", folded))
     # An underscore separates words, as a space does (see the module's docstring).
-    return folded.replace("i\u0307", "i").replace("_", " ")
+    return folded.replace("_", " ")
 
 
-def _normalize_entry(entry: str) -> str:
+def normalize_entry(entry: str) -> str:
+    """A blocked word or phrase as it is stored and compared: ``normalize_text``, whitespace collapsed to one space.
+    (A list saved by an earlier version may hold entries it would now write differently: compare through this.)"""
     return " ".join(normalize_text(entry).split())
 
 
@@ -107,7 +116,7 @@ def parse_word_list(text: str) -> list[str]:
     """
     entries: list[str] = []
     for part in _SEPARATORS.split(text):
-        entry = _normalize_entry(part)
+        entry = normalize_entry(part)
         if not entry or entry in entries:
             continue
         if len(entry) > MAX_ENTRY_LENGTH:
@@ -125,7 +134,7 @@ class BlockList:
     def __init__(self, entries: Iterable[str]) -> None:
         normalized: list[str] = []
         for entry in entries:
-            folded = _normalize_entry(entry)
+            folded = normalize_entry(entry)
             if folded and folded not in normalized:
                 normalized.append(folded)
         self.entries: tuple[str, ...] = tuple(normalized)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from imaginebot.store import open_store
 from tests.e2e.harness import MODERATOR_PERMISSIONS, World, content_of, has_attachments
 from tests.e2e.test_quota_commands import (
     FOUR_CREDITS,
@@ -172,6 +173,18 @@ async def test_mod_role_makes_a_member_a_moderator_until_it_is_removed(world: Wo
     assert "No moderator role" in await say(world, mod, "settings", "mod-role")
     await refused_as_non_moderator(world, frank, "quota", "set-default", credits=100)
     assert "of your 3 credits per day" in await imagine_refused(world, alice, **FOUR_CREDITS)
+
+
+async def test_an_entry_saved_before_the_rules_changed_can_still_be_unblocked(world: World) -> None:
+    await world.start_bot()
+    await world.bot.stop()
+    # Saved as typed, vowel points and all, by a version that kept them.
+    async with open_store(f"sqlite:///{world.database}") as store:
+        await store.update_guild_settings(
+            world.guild.id, actor_id=world.moderator.id, action="settings.block", blocked_words=("مَلِك",)
+        )
+    await world.restart_bot(crash=False)
+    assert "Unblocked 1" in await say(world, world.moderator, "settings", "unblock", words="ملك")
 
 
 async def test_log_channel_gets_every_delivery_with_requester_prompt_and_link_pinging_nobody(world: World) -> None:

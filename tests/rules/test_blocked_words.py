@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imaginebot.blocked_words import BlockList, WordListError, find_blocked, parse_word_list
+from imaginebot.blocked_words import BlockList, WordListError, find_blocked, normalize_entry, parse_word_list
 
 # --- parse_word_list -------------------------------------------------------------------------------------------------
 
@@ -61,6 +61,10 @@ def test_parse_word_list_refuses_an_overlong_entry() -> None:
         ("kra\U000e0020ken", ["kraken"], "kraken"),  # tag character
         ("kra\u3164ken", ["kraken"], "kraken"),  # Hangul filler
         ("reddish red", ["red", "reddish"], "reddish"),
+        ("a kraken\u0336 here", ["kraken"], "kraken"),  # a decorative mark (strike-through) does not hide it
+        ("k\u0336r\u0336a\u0336k\u0336e\u0336n\u0336", ["kraken"], "kraken"),
+        ("a kraken\u20dd here", ["kraken"], "kraken"),  # enclosing circle
+        ("\ufb2a\u05dc\u05d5\u05dd", ["שלום"], "שלום"),  # a presentation form carrying its point
         ("STRASSE", ["straße"], "strasse"),
         ("İSTANBUL at night", ["istanbul"], "istanbul"),
         ("I write C++.", ["c++"], "c++"),
@@ -150,3 +154,10 @@ def test_entries_sharing_a_beginning_share_it_in_the_pattern() -> None:
     assert block_list._pattern.pattern.count(r"a\s+") == 45  # not 45 times 500
     assert block_list.find(f"{shared}z499") == f"{shared}z499".strip()
     assert block_list.find(("a " * 2000)[:4000]) is None
+
+
+def test_an_entry_saved_as_typed_by_an_earlier_version_compares_equal_to_its_new_form() -> None:
+    # /settings unblock compares stored entries through normalize_entry: one saved with vowel points or an
+    # invisible character before they were stripped can still be removed.
+    assert normalize_entry("مَلِك") == normalize_entry("ملك") == "ملك"
+    assert normalize_entry("kra\u034fken") == "kraken"
