@@ -293,7 +293,7 @@ class Quota(AnsweredInTime, commands.GroupCog, group_name="quota"):
         elif not top:
             lines.append("Every member's usage was given back by a moderator (the server's spending stands).")
         name = f"quota-{period}-{start:%Y-%m-%d}"
-        parts = await asyncio.to_thread(ledger_files, rows, name, interaction.filesize_limit)
+        parts = await asyncio.to_thread(ledger_files, rows, name, ledger_part_limit(interaction.filesize_limit))
         if rows and not parts:
             lines.append(f"The ledger ({len(rows)} entries) is too large to attach here.")
         elif len(parts) > 1:
@@ -356,6 +356,12 @@ def _csv_line(values: Sequence[object]) -> bytes:
     buffer = io.StringIO()
     csv.writer(buffer).writerow(values)
     return buffer.getvalue().encode()
+
+
+def ledger_part_limit(upload_limit: int) -> int:
+    """The largest ledger file to attach: within the server's upload limit, and alone within Discord's request limit
+    (a boosted server's upload limit, 50 or 100 MiB, is above it)."""
+    return min(upload_limit, _FILES_PER_REQUEST - _PART_OVERHEAD)
 
 
 def batch_files(files: list[tuple[bytes, str]]) -> list[list[tuple[bytes, str]]]:

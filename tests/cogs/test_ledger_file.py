@@ -6,7 +6,8 @@ import csv
 import io
 from datetime import UTC, datetime
 
-from cogs.quota import LEDGER_HEADER, MAX_LEDGER_FILES, batch_files, ledger_files
+from cogs.quota import LEDGER_HEADER, MAX_LEDGER_FILES, batch_files, ledger_files, ledger_part_limit
+from imaginebot.delivery.batching import REQUEST_SIZE_LIMIT
 from imaginebot.store import LedgerEntry
 
 WHEN = datetime(2026, 11, 25, 12, tzinfo=UTC)
@@ -58,8 +59,16 @@ def test_a_ledger_over_the_upload_limit_is_split_into_csv_parts_each_with_the_he
 
 def test_a_ledger_that_would_take_too_many_files_is_not_attached() -> None:
     assert ledger_files(entries(20_000), "quota-month", 10_000) == []  # > MAX_LEDGER_FILES parts
-    assert len(ledger_files(entries(20_000), "quota-month", 40_000)) <= MAX_LEDGER_FILES
+    assert 0 < len(ledger_files(entries(20_000), "quota-month", 40_000)) <= MAX_LEDGER_FILES
     assert ledger_files(entries(3), "quota-month", 60) == []  # not even one row fits
+
+
+def test_a_part_fits_a_request_alone_even_where_the_upload_limit_is_higher() -> None:
+    boosted = 100 * 1024 * 1024
+    assert ledger_part_limit(boosted) < REQUEST_SIZE_LIMIT
+    assert ledger_part_limit(10 * 1024 * 1024) == 10 * 1024 * 1024
+    parts = ledger_files(entries(20_000), "quota-month", ledger_part_limit(boosted))
+    assert [len(batch) for batch in batch_files(parts)] == [1]
 
 
 def test_parts_are_sent_ten_to_a_message_and_within_a_request_size() -> None:
