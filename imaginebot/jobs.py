@@ -106,10 +106,12 @@ class Delivery:
     generation_seconds: float
     reported_credits: float | int | None
     # Images not attached (the generator sent fewer than asked, or one could not be fetched, read or made to fit)
-    # and the hundredths given back for them; ``linked`` of them are offered as links instead.
+    # and the hundredths given back for them; ``linked`` of them are offered as links instead, ``lost`` came from
+    # the generator but could be neither attached nor linked.
     missing: int = 0
     refunded: int = 0
     linked: int = 0
+    lost: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,7 +426,10 @@ class JobService:
         queued = await self.store.jobs_in_states(["queued"])
         for job in queued:
             self._active[job.id] = job
-        self.scheduler.restore([(job.id, job.user_id) for job in sorted(queued, key=_turn_order(queued, running))])
+        in_flight = {job.user_id for job in running}  # had a turn: their jobs started before the stop
+        self.scheduler.restore(
+            [(job.id, job.user_id) for job in sorted(queued, key=_turn_order(queued, running))], served=in_flight
+        )
         if self.scheduler.queued:
             self._positions_changed()
 
@@ -538,6 +543,7 @@ class JobService:
                 missing=max(0, options.count - arrived),
                 refunded=self._refund_for_missing(job, options, arrived),
                 linked=sum(1 for image in fitted if not image.is_upload and image.link is not None),
+                lost=sum(1 for image in fitted if not image.is_upload and image.link is None),
             )
             # A stopping bot lets this job finish posting and recording (close()), within a grace period.
             if (task := asyncio.current_task()) is not None:
@@ -643,7 +649,14 @@ class JobService:
             except RateLimited as error:
                 wait = rate_limit_wait(error.retry_after, backoff)
                 backoff = min(backoff * 2, BACKOFF_CAP)
-                log.info("job %s: generator rate limit, trying again in %.1f s (attempt %s)", job.id, wait, attempt)
+                log.log(
+                    logging.ERROR if "out of funds" in error.detail else logging.INFO,
+                    "job %s: generator rate limit, trying again in %.1f s (attempt %s): %s",
+                    job.id,
+                    wait,
+                    attempt,
+                    error.detail,
+                )
                 self.scheduler.pause(wait)
                 await self._notify(self._events().on_rate_limited(job, wait), job)
                 if await self._wait_out_rate_limit(job.id, wait):

@@ -7,7 +7,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Protocol
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ class JobQueue(Protocol):
     def release(self, member_id: int) -> None: ...
     def start_claimed(self, job_id: int, member_id: int) -> None: ...
     def submit(self, job_id: int, member_id: int, *, first: bool = False) -> None: ...
-    def restore(self, jobs: list[tuple[int, int]]) -> None: ...
+    def restore(self, jobs: list[tuple[int, int]], served: Collection[int] = ()) -> None: ...
     def cancel(self, job_id: int) -> bool: ...
     def position(self, job_id: int) -> int | None: ...
     def positions(self) -> dict[int, int]: ...
@@ -142,11 +142,13 @@ class FairScheduler:
         self._start_what_fits()
         self._changed()
 
-    def restore(self, jobs: list[tuple[int, int]]) -> None:
+    def restore(self, jobs: list[tuple[int, int]], served: Collection[int] = ()) -> None:
         """Queue the jobs a restart found waiting, as (job id, member id): members take their turns in the order
-        of their first job in ``jobs``, each member's jobs in the order given. Nothing starts until all are in,
-        so the first round goes round robin too (submitted one by one, a member's jobs could fill their places
-        in flight before the next member's first one is even queued)."""
+        of their first job in ``jobs``, each member's jobs in the order given; the members in ``served`` had a
+        turn already, so they come after the others, and after any member who starts waiting from now on, as
+        they would have without the restart. Nothing starts until all are in, so the first round goes round
+        robin too (submitted one by one, a member's jobs could fill their places in flight before the next
+        member's first one is even queued)."""
         if self._closed:
             return
         for job_id, member_id in jobs:
@@ -155,7 +157,7 @@ class FairScheduler:
             self._waiting.setdefault(member_id, deque()).append(job_id)
             self._member_of[job_id] = member_id
             if member_id not in self._turn_key:
-                self._turn_key[member_id] = (NOT_SERVED, next(self._clock))
+                self._turn_key[member_id] = (SERVED if member_id in served else NOT_SERVED, next(self._clock))
         self._start_what_fits()
         self._changed()
 

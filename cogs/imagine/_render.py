@@ -101,15 +101,16 @@ def result_embed(job: Job, delivery: Delivery, part: int, parts: int) -> discord
     embed.add_field(name="Requested by", value=f"<@{job.user_id}>")
     notes = []
     if delivery.missing:
-        unsent = delivery.missing - delivery.linked
+        unsent = delivery.missing - delivery.linked - delivery.lost
         what = []
         if unsent:
             what.append(f"{_images(unsent)} did not come from the generator")
         if delivery.linked:
             what.append(f"{_images(delivery.linked)} could only be linked")
-        notes.append(
-            f"Of the {options.count} asked for, {' and '.join(what)}: {credits_text(delivery.refunded)} refunded."
-        )
+        if delivery.lost:
+            what.append(f"{_images(delivery.lost)} could not be fetched")
+        listed = ", ".join(what[:-1]) + f" and {what[-1]}" if len(what) > 1 else what[0]
+        notes.append(f"Of the {options.count} asked for, {listed}: {credits_text(delivery.refunded)} refunded.")
     notes += [f"Image {image.index + 1}: {image.note}" for group in delivery.groups for image in group if image.note]
     if notes and part == 0:
         embed.add_field(name="Notes", value=_clip("\n".join(notes), 1024), inline=False)

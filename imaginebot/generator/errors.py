@@ -157,8 +157,8 @@ _CREDITS = re.compile(
     r"|exceeded your (current )?quota|payment required",
     re.IGNORECASE,
 )
-# On a 429 (which otherwise delays the job) only wording that says the money has run out counts: "Too many requests.
-# Your credits were not used." or "see your balance page" is a rate limit that merely mentions credits.
+# Wording on a 429 that says the money has run out (told to the operator): "Too many requests. Your credits were not
+# used." or "see your balance page" is a rate limit that merely mentions credits.
 _OUT_OF_FUNDS = re.compile(
     r"insufficient[ _-]*(fund|quota|balance|credit)|not enough (fund|credit|token)s?\b|exceeded your (current )?quota"
     r"|payment required|out of (credit|fund)s?\b|(credit|balance|fund)s? (is |are )?(too low|exhausted|depleted)",
@@ -204,11 +204,11 @@ def error_from_response(
     if _mentions_safety(texts):
         return ContentRejected(detail, **kwargs)
     if status == 429:
-        # A 429 delays the job (the contract), unless it plainly says the account is out of funds (OpenAI's
-        # insufficient_quota is a 429) without saying when to come back.
+        # Every 429 delays the job, never fails it (the contract), even one saying the account is out of funds
+        # (OpenAI's insufficient_quota is a 429): the operator is told in the log, and the jobs go once it is topped up.
         retry_after = parse_retry_after(_header(headers, "Retry-After"))
-        if retry_after is None and _says_out_of_funds(texts):
-            return InsufficientCredits(detail, **kwargs)
+        if _says_out_of_funds(texts):
+            detail += " (it says the account is out of funds: top it up; the jobs wait meanwhile)"
         return RateLimited(retry_after, detail, **kwargs)
     if status == 402 or (400 <= status < 500 and _mentions_credits(texts)):
         return InsufficientCredits(detail, **kwargs)

@@ -173,6 +173,23 @@ def test_the_result_says_which_images_did_not_come_and_charges_only_the_rest() -
     assert fields["Notes"] == "Of the 3 asked for, 2 images did not come from the generator: 2 credits refunded."
 
 
+def test_the_result_tells_apart_images_not_sent_linked_and_not_fetched() -> None:
+    job = dataclasses.replace(a_job(), cost=400)
+    delivery = dataclasses.replace(
+        a_delivery(job, 1),
+        options=resolve_options(prompt="four images", count=4),
+        missing=3,
+        refunded=300,
+        linked=1,
+        lost=1,
+    )
+    fields = {field["name"]: field["value"] for field in _render.result_embed(job, delivery, 0, 1).to_dict()["fields"]}
+    assert fields["Notes"] == (
+        "Of the 4 asked for, 1 image did not come from the generator, 1 image could only be linked and 1 image "
+        "could not be fetched: 3 credits refunded."
+    )
+
+
 async def test_a_broken_connection_on_the_cut_short_notice_still_ends_in_a_refund_and_a_dm() -> None:
     broken = aiohttp.ServerDisconnectedError
     messenger = RecordingMessenger({("followup", 0): broken(), ("followup", 1): broken()})

@@ -637,7 +637,7 @@ def test_metadata_credit_is_recorded() -> None:
         (429, JSON, body({"message": "Insufficient capacity, please retry later"}), RateLimited),
         (429, JSON, body({"message": "Not enough workers available"}), RateLimited),
         (429, JSON, body({"message": "Load balancer busy"}), RateLimited),
-        (429, JSON, body({"errorCode": "INSUFFICIENT_BALANCE", "message": "Top up"}), InsufficientCredits),
+        (429, JSON, body({"errorCode": "INSUFFICIENT_BALANCE", "message": "Top up"}), RateLimited),  # delays
         (403, JSON, body({"error": "insufficient_balance"}), InsufficientCredits),
         (403, JSON, body({"message": "Forbidden"}), AuthenticationFailed),
         (403, JSON, body({"errorCode": "INSUFFICIENT_PERMISSIONS", "message": "Forbidden"}), AuthenticationFailed),
@@ -648,7 +648,7 @@ def test_metadata_credit_is_recorded() -> None:
             429,
             JSON,
             body({"error": {"code": "insufficient_quota", "message": "You exceeded your current quota"}}),
-            InsufficientCredits,
+            RateLimited,  # a 429 never fails a job (the contract); the operator is told to top up
         ),
         (
             400,
@@ -684,6 +684,7 @@ def test_error_from_response_maps_answers(
 def test_a_429_that_only_mentions_credits_delays_the_job(message: str, headers: dict[str, str]) -> None:
     error = error_from_response(429, JSON, body({"message": message}), headers)
     assert type(error) is RateLimited
+    assert ("out of funds" in error.detail) == message.startswith("Insufficient")  # the operator is told to top up
 
 
 def test_json_is_not_parsed_when_content_type_says_otherwise() -> None:

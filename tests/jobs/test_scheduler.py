@@ -64,6 +64,17 @@ async def test_a_restored_queue_starts_round_robin_in_the_order_given() -> None:
     await scheduler.close()
 
 
+async def test_members_served_before_a_restart_come_after_those_who_start_waiting_now() -> None:
+    recorder = Recorder()
+    scheduler = FairScheduler(run=recorder.run, max_concurrent=1, max_per_member=1)
+    scheduler.submit(0, member_id=999)  # busy: nothing restored starts yet
+    await settle()
+    scheduler.restore([(2, 8), (3, 7)], served={7})  # member 7 had a job running when the bot stopped
+    scheduler.submit(4, member_id=9)  # a member who starts waiting now
+    assert scheduler.positions() == {2: 0, 4: 1, 3: 2}
+    await scheduler.close()
+
+
 async def test_round_robin_one_members_burst_does_not_delay_others() -> None:
     recorder = Recorder()
     scheduler = FairScheduler(run=recorder.run, max_concurrent=1, max_per_member=10)
