@@ -174,7 +174,9 @@ class Settings(AnsweredInTime, commands.GroupCog, group_name="settings"):
             return
         async with self._editing_list(interaction.guild_id):
             current = (await self.bot.policy.settings(interaction.guild_id)).blocked_words
-            merged = tuple(dict.fromkeys([*current, *new]))
+            # Compared in today's form: an entry saved by an earlier version may be written differently.
+            known = {normalize_entry(word) for word in current}
+            merged = (*current, *(word for word in new if word not in known))
             if len(merged) > MAX_BLOCKED_ENTRIES:
                 await say(interaction, f"A server may block at most {MAX_BLOCKED_ENTRIES} words or phrases.")
                 return

@@ -6,7 +6,8 @@ whitespace between the words. Letters, digits and combining marks of every scrip
 must not touch a letter, digit or mark on either side, whatever characters it is made of ("c++" matches "I like
 C++." but not "abc++"). An underscore separates words like a space (markdown italics, snake case): "kraken" matches
 "_kraken_", and "red panda" matches "red_panda". Arabic and Hebrew are compared without their optional vowel
-points and the Arabic stretching stroke (tatweel), so a word is matched however fully it is written out.
+points (Arabic hamza and madda signs included) and the Arabic stretching stroke (tatweel), so a word is matched however
+fully it is written out. Marks that strike through or enclose letters ("k̶r̶a̶k̶e̶n̶") are ignored.
 
 Entries are separated by commas, full-width and ideographic ones too ("，", "、"), as other keyboards type them.
 """
@@ -30,10 +31,13 @@ _OPTIONAL_POINTS = re.compile(
     "[\u0591-\u05bd\u05bf\u05c1\u05c2\u05c4\u05c5\u05c7\u0610-\u061a\u0640\u064b-\u065f\u0670\u06d6-\u06dc"
     "\u06df-\u06e4\u06e7\u06e8\u06ea-\u06ed]"
 )
-# The generic combining marks (diacritics, their extensions and supplement, marks for symbols, half marks): after
-# NFKC only decorations are left of them, which are stripped. The marks of particular scripts (an Indic vowel
-# sign) are part of their words.
-_DECORATIVE_MARKS = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
+# The generic combining marks (diacritics, their extensions and supplement, marks for symbols, half marks). One left
+# after NFKC (none of a composed é) sits on a letter or decorates: it does not join or split words, as before.
+_GENERIC_MARKS = {*range(0x0300, 0x0370), *range(0x1AB0, 0x1B00), *range(0x1DC0, 0x1E00), *range(0x20D0, 0x2100)}
+_GENERIC_MARKS |= set(range(0xFE20, 0xFE30))
+# Of those, the ones that only strike through or enclose a letter ("k̶r̶a̶k̶e̶n̶", "kraken⃝"): removed. Not the keycap
+# (U+20E3): "1️⃣" is not "1".
+_DECORATIONS = re.compile("[\u0334-\u0338\u20d2\u20d3\u20d8-\u20da\u20dd-\u20e0\u20e2\u20e4-\u20e6\u20ea\u20eb]")
 # Invisible characters that are not format characters (Unicode's default-ignorable code points beyond category Cf):
 # the combining grapheme joiner, Hangul fillers, Khmer inherent vowels, Mongolian variation selectors, and the
 # variation selectors.
@@ -45,8 +49,8 @@ _INVISIBLE_EXTRA = frozenset(
 def _character_classes() -> tuple[str, str]:
     """Two regular-expression classes' contents, from one scan of Unicode: the invisible characters someone could
     slip inside a word to get it past the list (every format character, such as zero-width spaces, joiners,
-    direction marks and tags, and ``_INVISIBLE_EXTRA``), and the combining marks (categories Mn, Mc, Me) that are
-    not invisible.
+    direction marks and tags, and ``_INVISIBLE_EXTRA``), and the combining marks (categories Mn, Mc, Me) of
+    particular scripts (neither invisible nor among ``_GENERIC_MARKS``).
 
     Planes 0-1 and 14 hold them all (2-3 are CJK ideographs, 4-13 unassigned, 15-16 private use): the scan at
     import takes ~30 ms instead of ~150.
@@ -57,7 +61,7 @@ def _character_classes() -> tuple[str, str]:
         category = unicodedata.category(chr(code))
         if category == "Cf" or code in _INVISIBLE_EXTRA:
             invisible.append(code)
-        elif category.startswith("M"):
+        elif category.startswith("M") and code not in _GENERIC_MARKS:
             marks.append(code)
     return _ranges(invisible), _ranges(marks)
 
@@ -74,8 +78,8 @@ def _ranges(codes: list[int]) -> str:
 
 _INVISIBLE_CLASS, _MARK_CLASS = _character_classes()
 _INVISIBLE = re.compile(f"[{_INVISIBLE_CLASS}]")
-# A word character for the entries' edges: \w, or a combining mark (a vowel sign of an Indic script is part of its
-# word, and \w does not match it).
+# A word character for the entries' edges: \w, or a script's combining mark (a vowel sign of an Indic script is
+# part of its word, and \w does not match it).
 _WORD_CHAR = rf"[\w{_MARK_CLASS}]"
 
 # Commas as a moderator may type them: ASCII, full-width, ideographic, and their small forms.
@@ -93,13 +97,13 @@ class WordListError(ValueError):
 def normalize_text(text: str) -> str:
     """Fold ``text`` for comparison: compatibility forms (full-width letters), letter case, invisible characters,
     optional vowel points and decorative marks."""
-    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", _INVISIBLE.sub("", text)).casefold())
-    # After NFKC, which composes accented letters (é stays é) and unpacks presentation forms (ﬁ, שׁ as one code
-    # point): what is left of the generic combining marks only decorates (strike-through, enclosing circles, "zalgo"
-    # text), and would otherwise hide a word; the case-folded dotted İ's dot goes too, so İstanbul is istanbul.
-    folded = _DECORATIVE_MARKS.sub("", _OPTIONAL_POINTS.sub("", folded))
+    # Vowel points are taken off the decomposed form: so are they from a presentation form (שׁ as one code point)
+    # and a hamza typed apart from its alef or written on it alike.
+    text = _OPTIONAL_POINTS.sub("", unicodedata.normalize("NFKD", _INVISIBLE.sub("", text)))
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+    # Case folding turns the capital dotted İ into "i" plus a combining dot; drop the dot so İstanbul is istanbul.
     # An underscore separates words, as a space does (see the module's docstring).
-    return folded.replace("_", " ")
+    return _DECORATIONS.sub("", folded).replace("i\u0307", "i").replace("_", " ")
 
 
 def normalize_entry(entry: str) -> str:

@@ -184,6 +184,7 @@ async def test_an_entry_saved_before_the_rules_changed_can_still_be_unblocked(wo
             world.guild.id, actor_id=world.moderator.id, action="settings.block", blocked_words=("مَلِك",)
         )
     await world.restart_bot(crash=False)
+    assert "already blocked" in await say(world, world.moderator, "settings", "block", words="ملك")  # no twin
     assert "Unblocked 1" in await say(world, world.moderator, "settings", "unblock", words="ملك")
 
 

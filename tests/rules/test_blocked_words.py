@@ -65,6 +65,10 @@ def test_parse_word_list_refuses_an_overlong_entry() -> None:
         ("k\u0336r\u0336a\u0336k\u0336e\u0336n\u0336", ["kraken"], "kraken"),
         ("a kraken\u20dd here", ["kraken"], "kraken"),  # enclosing circle
         ("\ufb2a\u05dc\u05d5\u05dd", ["שלום"], "שלום"),  # a presentation form carrying its point
+        ("\u0627\u0654\u0645\u064a\u0631", ["امير"], "امير"),  # a hamza typed apart from its alef
+        ("draw 1 cat", ["1\ufe0f\u20e3"], None),  # a keycap emoji is not its digit
+        ("kraken\u0346 rising", ["kraken"], "kraken"),  # a generic mark left after NFKC does not join words
+        ("ọkọ\u0300", ["ọkọ\u0301"], None),  # Yoruba tones told apart
         ("STRASSE", ["straße"], "strasse"),
         ("İSTANBUL at night", ["istanbul"], "istanbul"),
         ("I write C++.", ["c++"], "c++"),
