@@ -145,7 +145,7 @@ class JobEvents(Protocol):
 
     async def on_queued(self, job: Job, position: int) -> None: ...
     async def on_started(self, job: Job) -> None: ...
-    async def on_rate_limited(self, job: Job, seconds: float) -> None: ...
+    async def on_rate_limited(self, job: Job, seconds: float, *, out_of_funds: bool = False) -> None: ...
     async def on_resent(self, job: Job) -> None: ...
     async def on_failed(self, job: Job, sentence: str) -> None: ...
     async def on_interrupted(self, job: Job) -> None: ...
@@ -650,7 +650,7 @@ class JobService:
                 wait = rate_limit_wait(error.retry_after, backoff)
                 backoff = min(backoff * 2, BACKOFF_CAP)
                 log.log(
-                    logging.ERROR if "out of funds" in error.detail else logging.INFO,
+                    logging.ERROR if error.out_of_funds else logging.INFO,
                     "job %s: generator rate limit, trying again in %.1f s (attempt %s): %s",
                     job.id,
                     wait,
@@ -658,7 +658,8 @@ class JobService:
                     error.detail,
                 )
                 self.scheduler.pause(wait)
-                await self._notify(self._events().on_rate_limited(job, wait), job)
+                events = self._events()
+                await self._notify(events.on_rate_limited(job, wait, out_of_funds=error.out_of_funds), job)
                 if await self._wait_out_rate_limit(job.id, wait):
                     raise _Withdrawn from None
                 await self._notify(self._events().on_resent(job), job)

@@ -342,11 +342,11 @@ class JobMessenger:
             with contextlib.suppress(Exception):
                 await asyncio.shield(task)
 
-    async def on_rate_limited(self, job: Job, seconds: float) -> None:
+    async def on_rate_limited(self, job: Job, seconds: float, *, out_of_funds: bool = False) -> None:
         """The generator said 429: the job waits, with a Cancel button, and is sent again."""
         options = job_options(job)
         until = datetime.now(UTC) + timedelta(seconds=seconds)
-        content = _render.rate_limited_status(job, options, seconds, until)
+        content = _render.rate_limited_status(job, options, seconds, until, out_of_funds=out_of_funds)
 
         def render() -> StatusEdit | None:
             if not self.bot.jobs.waiting(job.id):  # sent again, or cancelled, while the edit waited
@@ -455,6 +455,7 @@ class JobMessenger:
     async def _deliver_anywhere(self, job: Job, delivery: Delivery) -> DeliveryReceipt:
         messages = _messages_for(job, delivery)
         posted: list[int] = []  # ids of the messages posted so far, in order
+        refused_on_token: str | None = None  # why the upload on the live token was refused, if it was
         if self.token_usable(job):
             try:
                 await self._deliver_on_token(job, delivery, messages, posted)
@@ -468,8 +469,8 @@ class JobMessenger:
                         await self._partly_delivered(job, len(posted), len(messages), error)
                     # Discord down past discord.py's retries, a connection reset (not retried on Linux), a refused
                     # upload: the images are made and paid for, so the channel gets its chance too.
-                    reason = failure_text(error)
-                    log.warning("job %s: posting the result failed (%s); trying the channel", job.id, reason)
+                    refused_on_token = failure_text(error)
+                    log.warning("job %s: posting the result failed (%s); trying the channel", job.id, refused_on_token)
         on_token = len(posted)
         try:
             await self._deliver_in_channel(job, delivery, messages[on_token:], posted)
@@ -481,7 +482,8 @@ class JobMessenger:
                 # The token still answers (the upload was refused for another reason), or the channel failed for
                 # a reason of Discord's: say so on the job's status (else in the channel, else by DM).
                 log.warning("job %s: the channel would not take the result either: %s", job.id, reason)
-                await self.tell(job, _render.undeliverable_message(job, reason))
+                # The upload's own refusal says more to the member than the channel's (a 403 there, say).
+                await self.tell(job, _render.undeliverable_message(job, refused_on_token or reason))
                 raise DeliveryFailed(f"Discord would not take the result: {reason}") from error
             log.warning("job %s: cannot post in channel %s: %s", job.id, job.channel_id, reason)
             await self.direct_message(

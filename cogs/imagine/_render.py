@@ -82,10 +82,18 @@ def posted_in_channel_status(job: Job, options: ImagineOptions, link: str) -> st
     return f"✅ <@{job.user_id}>'s images ({describe(options)}) were posted in the channel: {link}"
 
 
-def rate_limited_status(job: Job, options: ImagineOptions, seconds: float, until: datetime) -> str:
-    """The public status of a job waiting out the generator's rate limit."""
+def rate_limited_status(
+    job: Job, options: ImagineOptions, seconds: float, until: datetime, *, out_of_funds: bool = False
+) -> str:
+    """The public status of a job waiting out the generator's rate limit (``out_of_funds``: it said the bot's
+    account has run out of money, which only the bot's operator can fix)."""
+    why = (
+        "The image service says the bot's account is out of funds (a moderator can tell the bot's operator)"
+        if out_of_funds
+        else "The image service asked us to slow down"
+    )
     return (
-        f"⏳ The image service asked us to slow down; <@{job.user_id}>'s request ({describe(options)}) "
+        f"⏳ {why}; <@{job.user_id}>'s request ({describe(options)}) "
         f"will be sent again {discord_timestamp(until)}. Nothing is lost and nothing extra is charged."
     )
 

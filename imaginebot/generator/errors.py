@@ -105,8 +105,12 @@ class RateLimited(GeneratorError):
 
     summary = "The generator is busy right now; try again in a minute."
 
-    def __init__(self, retry_after: float | None = None, detail: str = "", **kwargs: Any) -> None:
+    def __init__(
+        self, retry_after: float | None = None, detail: str = "", *, out_of_funds: bool = False, **kwargs: Any
+    ) -> None:
         self.retry_after = retry_after
+        # The 429 said the account has run out of money: the jobs wait until the operator tops it up.
+        self.out_of_funds = out_of_funds
         super().__init__(detail or f"rate limited by the generator (retry after {retry_after} s)", **kwargs)
 
     @property
@@ -207,9 +211,10 @@ def error_from_response(
         # Every 429 delays the job, never fails it (the contract), even one saying the account is out of funds
         # (OpenAI's insufficient_quota is a 429): the operator is told in the log, and the jobs go once it is topped up.
         retry_after = parse_retry_after(_header(headers, "Retry-After"))
-        if _says_out_of_funds(texts):
+        out_of_funds = _says_out_of_funds(texts)
+        if out_of_funds:
             detail += " (it says the account is out of funds: top it up; the jobs wait meanwhile)"
-        return RateLimited(retry_after, detail, **kwargs)
+        return RateLimited(retry_after, detail, out_of_funds=out_of_funds, **kwargs)
     if status == 402 or (400 <= status < 500 and _mentions_credits(texts)):
         return InsufficientCredits(detail, **kwargs)
     if status == 401 or (status == 403 and parsed):

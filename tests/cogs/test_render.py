@@ -81,3 +81,28 @@ def test_a_failure_quoting_the_generator_shows_its_words_literally() -> None:
     text = failure_message(job, "The generator could not make the image: **1024x1024** is not_supported.")
     assert "\\*\\*1024x1024\\*\\*" in text and "not\\_supported" in text
     assert text.startswith("⚠️ <@3>, your images could not be made.")
+
+
+def test_a_job_waiting_because_the_account_is_out_of_funds_says_so() -> None:
+    from cogs.imagine._render import rate_limited_status
+    from imaginebot.options import resolve_options
+
+    job = Job(
+        id=1,
+        guild_id=1,
+        channel_id=2,
+        user_id=3,
+        application_id=4,
+        interaction_id=5,
+        interaction_token="t",
+        token_expires_at=datetime(2026, 11, 26, tzinfo=UTC),
+        options={},
+        cost=100,
+        state="running",
+        created_at=datetime(2026, 11, 26, tzinfo=UTC),
+    )
+    when = datetime(2026, 11, 26, 12, tzinfo=UTC)
+    options = resolve_options(prompt="a fox")
+    assert "asked us to slow down" in rate_limited_status(job, options, 5, when)
+    text = rate_limited_status(job, options, 5, when, out_of_funds=True)
+    assert "out of funds" in text and "operator" in text and "slow down" not in text

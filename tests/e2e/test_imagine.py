@@ -237,6 +237,7 @@ async def test_a_result_refused_on_the_token_in_a_channel_the_bot_cannot_post_in
     world.discord.fail_next("PATCH", "/webhooks/", status=413, code=40005, message="Request entity too large")
     interaction = await world.imagine(prompt="a red barn", quality="low")
     await interaction.wait_for(lambda i: "would not take the upload" in content_of(i), timeout=20)
+    assert "Request entity too large" in content_of(interaction)  # the upload's refusal, not the channel's 403
     await wait_until(lambda: job_state(world, interaction) == "failed", timeout=5, what="the job settled")
     assert "10 credits left" in await world.quota_me()
     world.discord.protocol_errors[:] = [

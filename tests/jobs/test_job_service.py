@@ -73,6 +73,7 @@ class RecordedEvents:
         self.deliver_with: Callable[[Job, Delivery], Any] | None = None
         # What posted_before() says for a job id at recovery (None: not posted; an exception: cannot tell).
         self.posted: dict[int, DeliveryReceipt | Exception | None] = {}
+        self.out_of_funds = False  # what the last on_rate_limited was told
 
     async def on_queued(self, job: Job, position: int) -> None:
         self.seen.append(("queued", position))
@@ -80,8 +81,9 @@ class RecordedEvents:
     async def on_started(self, job: Job) -> None:
         self.seen.append(("started", job.id))
 
-    async def on_rate_limited(self, job: Job, seconds: float) -> None:
+    async def on_rate_limited(self, job: Job, seconds: float, *, out_of_funds: bool = False) -> None:
         self.seen.append(("rate-limited", seconds))
+        self.out_of_funds = out_of_funds
 
     async def on_resent(self, job: Job) -> None:
         self.seen.append(("resent", job.id))
@@ -239,6 +241,17 @@ async def test_a_job_waiting_out_a_429_can_be_cancelled_and_is_never_sent_again(
     assert not harness.service.waiting(job.id)
     assert not await harness.service.cancel(job.id)  # a second press: nothing left to cancel
     assert await harness.service.was_cancelled(job.id)
+
+
+async def test_a_429_saying_the_account_is_out_of_funds_delays_the_job_and_says_why(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs_module, "MIN_RATE_LIMIT_WAIT", 0.01)
+    harness.generator.errors = [RateLimited(retry_after=0, out_of_funds=True)]
+    job = await harness.submit()
+    await harness.events.wait_for("resent")
+    assert harness.events.out_of_funds  # the member's status says why the job waits
+    assert (await harness.settled(job)).state == "delivered"  # not failed: once topped up, it goes
 
 
 async def test_a_job_sent_again_after_its_429_can_no_longer_be_cancelled(
