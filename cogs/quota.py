@@ -20,7 +20,7 @@ from imaginebot.credits import CreditsFormatError, credits_text, format_credits,
 from imaginebot.delivery.batching import MAX_FILES_PER_MESSAGE, REQUEST_JSON_SLACK, REQUEST_SIZE_LIMIT
 from imaginebot.limits import Limit, ResolvedLimit
 from imaginebot.periods import Period, discord_timestamp, period_bounds
-from imaginebot.store import LedgerEntry
+from imaginebot.store import Job, LedgerEntry
 
 if TYPE_CHECKING:
     from bot import ImagineBot
@@ -261,12 +261,8 @@ class Quota(AnsweredInTime, commands.GroupCog, group_name="quota"):
         text = await self._standing(interaction.guild_id, member)
         jobs = await self.bot.store.recent_jobs(guild_id=interaction.guild_id, user_id=member.id, limit=5)
         if jobs:
-            lines = [
-                f"`#{job.id}` {discord_timestamp(job.created_at)} · {job.state} · {credits_text(job.cost)}"
-                + (" (refunded)" if job.state in REFUNDED_STATES else "")
-                for job in jobs
-            ]
-            text += "\nRecent requests:\n" + "\n".join(lines)
+            refunds = await self.bot.store.job_refunds([job.id for job in jobs])
+            text += "\nRecent requests:\n" + "\n".join(recent_line(job, refunds.get(job.id, 0)) for job in jobs)
         await say(interaction, text)
 
     @app_commands.command(name="report")
@@ -356,6 +352,17 @@ def _csv_line(values: Sequence[object]) -> bytes:
     buffer = io.StringIO()
     csv.writer(buffer).writerow(values)
     return buffer.getvalue().encode()
+
+
+def recent_line(job: Job, refunded: int) -> str:
+    """One of ``/quota view``'s recent requests: when, its state and what it cost the member in the end."""
+    head = f"`#{job.id}` {discord_timestamp(job.created_at)} · {job.state} · "
+    if job.state in REFUNDED_STATES:
+        return head + f"{credits_text(job.cost)} (refunded)"
+    if refunded:  # delivered with images missing: their share was given back
+        kept, given = credits_text(job.cost - refunded), credits_text(refunded)
+        return head + f"{kept} ({given} of {credits_text(job.cost)} refunded)"
+    return head + credits_text(job.cost)
 
 
 def ledger_part_limit(upload_limit: int) -> int:

@@ -269,6 +269,11 @@ class Store(ABC):
     async def recent_jobs(self, *, guild_id: int, user_id: int, limit: int = 5) -> list[Job]:
         """The member's latest jobs in the guild, newest first."""
 
+    @abstractmethod
+    async def job_refunds(self, job_ids: Sequence[int]) -> dict[int, int]:
+        """Hundredths given back so far to each of these jobs (all of a failed one, the missing images' share of a
+        delivered one); jobs given nothing back are left out."""
+
     # Settings and limits
 
     @abstractmethod

@@ -752,6 +752,19 @@ class SqlStore(Store):
             )
         return [_job(row) for row in rows]
 
+    async def job_refunds(self, job_ids: Sequence[int]) -> dict[int, int]:
+        if not job_ids:
+            return {}
+        params = _Params()
+        placeholders = ", ".join(params(job_id) for job_id in job_ids)
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                "SELECT job_id, SUM(amount) AS given FROM ledger "
+                f"WHERE reason = 'refund' AND job_id IN ({placeholders}) GROUP BY job_id",
+                *params.values,
+            )
+        return {int(row["job_id"]): -int(row["given"]) for row in rows if row["given"]}
+
     # Settings and limits
 
     async def _read_settings(self, conn: Connection, guild_id: int) -> GuildSettings:

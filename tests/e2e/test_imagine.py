@@ -75,6 +75,8 @@ async def test_images_that_could_not_be_fetched_are_linked_and_not_charged(world
     assert "Of the 3 asked for, 2 images could only be linked: 2 credits refunded." in notes, notes
     assert "Image 2: could not be downloaded: link above" in notes, notes
     assert "9 credits left" in await world.quota_me()  # one image attached, one credit
+    view = await say(world, world.moderator, "quota", "view", member=world.member)
+    assert "delivered · 1 credit (2 credits of 3 credits refunded)" in view, view
 
 
 async def test_longest_prompt_is_sent_whole_and_pings_nobody(world: World) -> None:

@@ -398,3 +398,14 @@ async def test_bad_arguments_are_refused(store: Store, new_job: NewJobFactory) -
     with pytest.raises(ValueError, match="user_id"):
         await store.usage(guild_id=GUILD, user_id=None, period="day", now=NOW)
     assert await store.jobs_in_states(["queued"]) != []
+
+
+async def test_job_refunds_sum_what_each_job_was_given_back(store: Store, new_job: NewJobFactory) -> None:
+    failed = await reserved(store, new_job(cost=300), [])
+    partial = await reserved(store, new_job(cost=400), [])
+    whole = await reserved(store, new_job(cost=100), [])
+    await store.fail_job(failed, state="failed", error="boom", now=NOW)
+    await store.mark_delivered(partial, result_channel_id=1, result_message_id=2, refund=300, now=NOW)
+    await store.mark_delivered(whole, result_channel_id=1, result_message_id=3, now=NOW)
+    assert await store.job_refunds([failed, partial, whole]) == {failed: 300, partial: 300}
+    assert await store.job_refunds([]) == {}
