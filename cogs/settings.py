@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Literal
 
 import discord
@@ -15,8 +16,10 @@ from cogs.answering import AnsweredInTime
 from cogs.members import moderators_only, role_mention
 from cogs.quota import limit_text, say
 from imaginebot.blocked_words import WordListError, normalize_entry, parse_word_list
+from imaginebot.limits import Limit
 from imaginebot.options import MAX_COUNT
-from imaginebot.sizes import SizeError, check_size
+from imaginebot.sizes import SizeError, check_size, valid_size_or_none
+from imaginebot.store import GuildSettings
 
 if TYPE_CHECKING:
     from bot import ImagineBot
@@ -28,6 +31,7 @@ MAX_BLOCKED_ENTRIES = 500
 BLOCKED_SHOWN_INLINE = 900
 MESSAGE_LIMIT = 2000
 BLOCKED_IN_FILE = "-# Blocked: all {count} in the attached file, one per line"
+ROLES_IN_FILE = "too many to list here, all in the attached role-limits.txt"
 
 
 @app_commands.guild_only()
@@ -46,12 +50,14 @@ class Settings(AnsweredInTime, commands.GroupCog, group_name="settings"):
         once must not each write back the list without the other's words (one bot process per database)."""
         return self._list_locks.setdefault(guild_id, asyncio.Lock())
 
-    async def _update(self, interaction: Interaction, action: str, **changes: object) -> None:
+    async def _update(self, interaction: Interaction, action: str, **changes: object) -> GuildSettings:
+        """Save the changes (audited) and return the server's settings as they are now."""
         assert interaction.guild_id is not None
-        await self.bot.store.update_guild_settings(
+        settings = await self.bot.store.update_guild_settings(
             interaction.guild_id, actor_id=interaction.user.id, action=action, **changes
         )
         self.bot.policy.forget(interaction.guild_id)
+        return settings
 
     @app_commands.command(name="show")
     @moderators_only()
@@ -67,7 +73,7 @@ class Settings(AnsweredInTime, commands.GroupCog, group_name="settings"):
             count += f" (capped at {max_count} by the most per request)"
         lines = [
             "**/imagine defaults**: "
-            f"size {s.default_size or '1024x1024'}, quality {s.default_quality or 'medium'}, "
+            f"size {_default_size_text(s.default_size)}, quality {s.default_quality or 'medium'}, "
             f"{count}, format {s.default_format or 'png'}",
             f"**Most images per request**: {max_count}",
             f"**Moderator role**: {mod_role}",
@@ -77,30 +83,32 @@ class Settings(AnsweredInTime, commands.GroupCog, group_name="settings"):
             + ("" if s.default_limit else " (the bot's default)"),
             f"**Server budget**: {limit_text(s.budget) if s.budget else 'none'}",
         ]
-        if s.role_limits:
-            lines.append(
-                "**Role limits**: "
-                + ", ".join(
-                    f"{role_mention(role_id, guild_id)} {limit_text(limit)}" for role_id, limit in s.role_limits.items()
-                )
-            )
-        if s.exempt_role_ids:
-            exempt = ", ".join(role_mention(role_id, guild_id) for role_id in sorted(s.exempt_role_ids))
-            lines.append(f"**Exempt roles**: {exempt}")
         if self.bot.policy.global_budget is not None:
             lines.append(f"**Bot-wide budget** (set by the operator): {limit_text(self.bot.policy.global_budget)}")
+        files: list[discord.File] = []
+        role_lines = []
+        if s.role_limits:
+            limits = [f"{role_mention(role, guild_id)} {limit_text(limit)}" for role, limit in s.role_limits.items()]
+            role_lines.append(f"**Role limits**: {', '.join(limits)}")
+        if s.exempt_role_ids:
+            exempt = ", ".join(role_mention(role_id, guild_id) for role_id in sorted(s.exempt_role_ids))
+            role_lines.append(f"**Exempt roles**: {exempt}")
+        if len("\n".join([*lines, *role_lines])) <= MESSAGE_LIMIT - len(BLOCKED_IN_FILE) - 8:
+            lines += role_lines
+        elif role_lines:  # too many to list here: all of them in a file, by name
+            lines.append(f"**Role limits and exempt roles**: {ROLES_IN_FILE}")
+            files.append(_role_file(interaction.guild, s.role_limits, s.exempt_role_ids))
         lines = _within(lines, MESSAGE_LIMIT - len(BLOCKED_IN_FILE) - 8)
-        extra: dict[str, discord.File] = {}
         if s.blocked_words:
-            words = ", ".join(f"`{word}`" for word in s.blocked_words)
+            words = ", ".join(_code(word) for word in s.blocked_words)
             room = MESSAGE_LIMIT - len("\n".join(lines)) - len("\n-# Blocked: ")
             if len(words) <= min(BLOCKED_SHOWN_INLINE, room):
                 lines.append(f"-# Blocked: {words}")
             else:  # the whole list, where a moderator can read it and find what to unblock
                 lines.append(BLOCKED_IN_FILE.format(count=len(s.blocked_words)))
                 text = "\n".join(s.blocked_words) + "\n"
-                extra["file"] = discord.File(io.BytesIO(text.encode()), filename="blocked-words.txt")
-        await say(interaction, "\n".join(lines), **extra)
+                files.append(discord.File(io.BytesIO(text.encode()), filename="blocked-words.txt"))
+        await say(interaction, "\n".join(lines), **({"files": files} if files else {}))
 
     @app_commands.command(name="defaults")
     @moderators_only()
@@ -135,17 +143,18 @@ class Settings(AnsweredInTime, commands.GroupCog, group_name="settings"):
         if not changes:
             await say(interaction, "Give at least one of size, quality, count or format.")
             return
-        await self._update(interaction, "settings.defaults", **changes)
+        settings = await self._update(interaction, "settings.defaults", **changes)
         summary = ", ".join(f"{key.removeprefix('default_')} {value}" for key, value in changes.items())
-        await say(interaction, f"New /imagine defaults: {summary}.")
+        await say(interaction, f"New /imagine defaults: {summary}.{_capped_count_note(settings)}")
 
     @app_commands.command(name="max-count")
     @moderators_only()
     @app_commands.describe(count="The most images one request may ask for")
     async def max_count(self, interaction: Interaction, count: app_commands.Range[int, 1, 10]) -> None:
         """Limit how many images one request may ask for."""
-        await self._update(interaction, "settings.max_count", max_count=count)
-        await say(interaction, f"Requests may now ask for at most {count} image{'s' if count != 1 else ''}.")
+        settings = await self._update(interaction, "settings.max_count", max_count=count)
+        images = f"{count} image{'s' if count != 1 else ''}"
+        await say(interaction, f"Requests may now ask for at most {images}.{_capped_count_note(settings)}")
 
     @app_commands.command(name="mod-role")
     @moderators_only()
@@ -224,6 +233,44 @@ class Settings(AnsweredInTime, commands.GroupCog, group_name="settings"):
             # Saved anyway: a moderator may fix the channel's permissions next.
             text += " I cannot post there yet: give me View Channel and Send Messages in it."
         await say(interaction, text)
+
+
+def _code(text: str) -> str:
+    """``text`` as inline code, a backtick in it included (between double backticks, spaced from its edges)."""
+    return f"`{text}`" if "`" not in text else f"`` {text} ``"
+
+
+def _default_size_text(size: str | None) -> str:
+    """The server's default size for /settings show, saying so when one saved under older rules no longer holds."""
+    if not size:
+        return "1024x1024"
+    if valid_size_or_none(size) is None:
+        return f"{size} (no longer a valid size: requests use 1024x1024; set another with /settings defaults)"
+    return size
+
+
+def _capped_count_note(settings: GuildSettings) -> str:
+    """A note when the default count is above the most per request (requests then get the smaller one)."""
+    if not settings.default_count or not settings.max_count:
+        return ""
+    if settings.default_count <= settings.max_count:
+        return ""
+    return f" Requests without a count get {settings.max_count}: the default count is above the most per request."
+
+
+def _role_file(
+    guild: discord.Guild | None, role_limits: Mapping[int, Limit], exempt_role_ids: Collection[int]
+) -> discord.File:
+    """The server's role limits and exempt roles as a text file, a role per line by its name (and id)."""
+
+    def name(role_id: int) -> str:
+        role = guild.get_role(role_id) if guild is not None else None
+        return f"@{role.name} ({role_id})" if role is not None else f"role {role_id}"
+
+    lines = ["Role limits (the most generous of a member's roles applies):"]
+    lines += [f"  {name(role_id)}: {limit_text(limit)}" for role_id, limit in role_limits.items()]
+    lines += ["Exempt roles (no member limit):"] + [f"  {name(role_id)}" for role_id in sorted(exempt_role_ids)]
+    return discord.File(io.BytesIO(("\n".join(lines) + "\n").encode()), filename="role-limits.txt")
 
 
 def _within(lines: list[str], limit: int) -> list[str]:

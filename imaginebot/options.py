@@ -8,7 +8,7 @@ from typing import Any, Literal, get_args
 
 from imaginebot.blocked_words import find_blocked
 from imaginebot.generator.types import GenerationRequest
-from imaginebot.sizes import DEFAULT_SIZE, Size, SizeError, check_size
+from imaginebot.sizes import DEFAULT_SIZE, Size, SizeError, check_size, valid_size_or_none
 
 Quality = Literal["low", "medium", "high"]
 OutputFormat = Literal["png", "jpeg", "webp"]
@@ -141,11 +141,15 @@ def resolve_options(
     server = server or ServerDefaults()
     text = check_prompt(prompt)
 
-    size_text = size if size is not None and size.strip() else server.size
-    try:
-        chosen_size = check_size(size_text) if size_text else DEFAULT_SIZE
-    except SizeError as error:
-        raise OptionError(error.message) from None
+    if size is not None and size.strip():
+        try:
+            chosen_size = check_size(size)
+        except SizeError as error:
+            raise OptionError(error.message) from None
+    else:
+        # The server's default, checked when it was set; one saved under older rules that no longer holds gives
+        # way to the bot's default, rather than refusing a size the member never typed.
+        chosen_size = valid_size_or_none(server.size) or DEFAULT_SIZE
 
     chosen_quality = _choice(quality, QUALITIES, "quality") or server.quality or DEFAULT_QUALITY
     chosen_format = _choice(output_format, FORMATS, "format") or server.output_format or DEFAULT_FORMAT

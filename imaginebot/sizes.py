@@ -320,14 +320,42 @@ def _overlap(first: range, second: range) -> range:
 
 
 def check_size(text: str) -> Size:
-    """Parse and validate a size a member typed; raise SizeError naming every broken rule and what to try instead."""
-    size = parse_size(text)
+    """Parse and validate a size a member typed; raise SizeError naming every broken rule and what to try instead.
+
+    A preset's name as the autocomplete shows it ("portrait", "4K UHD") is that preset's size: Discord sends what was
+    typed when the member presses enter without picking a suggestion.
+    """
+    folded = " ".join(text.split()).casefold()
+    for name, preset in PRESETS:
+        if name.casefold() == folded:
+            return preset
+    try:
+        size = parse_size(text)
+    except SizeError as error:
+        named = [(name, preset) for name, preset in PRESETS if folded and folded in name.casefold()][:3]
+        if error.suggestions or not named:
+            raise
+        choices = [f"{preset} ({name})" for name, preset in named]
+        either = f"{', '.join(choices[:-1])} or {choices[-1]}" if len(choices) > 1 else choices[0]
+        raise SizeError(
+            f"That is not a size. Did you mean {either}? {_FORMAT_HINT}", tuple(p for _, p in named)
+        ) from None
     problems = size_problems(size)
     if not problems:
         return size
     suggestions = tuple(nearest_valid_sizes(size, 3))
     message = f"{size} can't be used: {'; '.join(problems)}. Try {_either(suggestions)}."
     raise SizeError(message, suggestions)
+
+
+def valid_size_or_none(text: str | None) -> Size | None:
+    """``text`` as a valid size, or None when it is missing or breaks a rule."""
+    if not text:
+        return None
+    try:
+        return check_size(text)
+    except SizeError:
+        return None
 
 
 PRESETS: tuple[tuple[str, Size], ...] = (

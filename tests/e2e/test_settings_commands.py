@@ -91,6 +91,37 @@ async def test_a_crowded_settings_page_keeps_every_line_and_moves_the_blocked_li
     assert attachment.data.decode().splitlines() == words
 
 
+async def test_too_many_role_limits_to_list_are_all_in_a_file_by_name(world: World) -> None:
+    await world.start_bot()
+    mod = world.moderator
+    roles = [world.discord.add_role(world.guild, name=f"tier {n}") for n in range(40)]
+    for n, role in enumerate(roles):
+        await say(world, mod, "quota", "set-role", role=role, credits=n + 1, period="week")
+    await say(world, mod, "quota", "exempt", role=roles[0])
+    interaction = await world.discord.invoke(mod, world.channel, "settings", subcommand="show")
+    await interaction.wait_for_callback(timeout=3)
+    shown = interaction.original.content or ""
+    assert "role-limits.txt" in shown and "cut short" not in shown, shown
+    [attachment] = interaction.original.attachments
+    listed = attachment.data.decode()
+    assert all(f"@tier {n} ({role.id}): {n + 1} credit" in listed for n, role in enumerate(roles)), listed
+    assert f"Exempt roles (no member limit):\n  @tier 0 ({roles[0].id})" in listed
+
+
+async def test_settings_replies_say_when_a_default_count_is_capped_and_show_keeps_backticks_paired(
+    world: World,
+) -> None:
+    await world.start_bot()
+    mod = world.moderator
+    assert "Requests without a count get 2" not in await say(world, mod, "settings", "defaults", count=2)
+    assert "Requests without a count get 1" in await say(world, mod, "settings", "max-count", count=1)
+    assert "Requests without a count get 1" in await say(world, mod, "settings", "defaults", count=6)
+    await say(world, mod, "settings", "block", words="a`b, c")
+    shown = await say(world, mod, "settings", "show")
+    blocked = shown.splitlines()[-1]
+    assert blocked.count("``") == 2 and "a`b" in blocked, blocked  # the entry's own backtick inside a ``code span``
+
+
 async def test_two_moderators_blocking_words_at_once_both_keep_them(world: World) -> None:
     await world.start_bot()
     second = world.discord.add_member(world.guild, username="mod2", permissions=MODERATOR_PERMISSIONS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from imaginebot.options import ImagineOptions, OptionError, ServerDefaults, check_not_blocked, resolve_options
-from imaginebot.sizes import Size
+from imaginebot.sizes import DEFAULT_SIZE, Size
 
 
 def test_contract_defaults() -> None:
@@ -77,3 +77,9 @@ def test_options_round_trip_through_storage() -> None:
         prompt="p", size="2048x1152", count=3, background="opaque", output_format="jpeg", compression=70
     )
     assert ImagineOptions.from_dict(options.to_dict()) == options
+
+
+def test_a_server_default_size_saved_under_older_rules_gives_way_to_the_bots() -> None:
+    # 3840x864 breaks the 3:1 rule; an earlier version could have saved it. The member typed no size at all.
+    options = resolve_options(prompt="x", server=ServerDefaults(size="3840x864"))
+    assert options.size == DEFAULT_SIZE

@@ -265,3 +265,18 @@ def test_presets_are_valid_distinct_and_include_the_common_shapes() -> None:
     assert {"1:1", "3:2", "2:3", "16:9", "9:16", "21:9", "3:1"} <= labels
     assert is_valid(DEFAULT_SIZE)
     assert Size(1024, 1024) == DEFAULT_SIZE
+
+
+@pytest.mark.parametrize(
+    ("typed", "size"), [("portrait", "1024x1536"), (" 4K  uhd ", "3840x2160"), ("Square", "1024x1024")]
+)
+def test_a_preset_name_sent_as_typed_is_its_size(typed: str, size: str) -> None:
+    # The autocomplete lists presets by name; a member who presses enter without picking one sends the name.
+    assert str(check_size(typed)) == size
+
+
+def test_part_of_preset_names_is_answered_with_those_presets() -> None:
+    with pytest.raises(SizeError) as caught:
+        check_size("4k")
+    assert "Did you mean 3840x2160 (4K UHD) or 2160x3840 (4K UHD portrait)?" in caught.value.message
+    assert [str(size) for size in caught.value.suggestions] == ["3840x2160", "2160x3840"]
