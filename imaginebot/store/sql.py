@@ -6,6 +6,7 @@ backend supplies connections, transactions, its locking and the few type names t
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -164,6 +165,12 @@ def _limit_json(limit: Limit | None) -> dict[str, Any] | None:
 
 def _json_or_null(value: Any) -> str | None:
     return None if value is None else json.dumps(value, sort_keys=True)
+
+
+def _storable(text: str | None) -> str | None:
+    """Text from outside (a generator's error message, its record id) as both backends store it: PostgreSQL's text
+    refuses a NUL character, which would leave the job unsettled there while SQLite took it."""
+    return text.replace("\x00", "\ufffd") if text is not None else None
 
 
 def _job(row: Any) -> Job:
@@ -642,7 +649,7 @@ class SqlStore(Store):
                 result_channel_id,
                 result_message_id,
                 _reported(reported_credits),
-                generator_record_id,
+                _storable(generator_record_id),
                 json.dumps([int(message_id) for message_id in result_extra_message_ids]),
             ),
         )
@@ -683,10 +690,10 @@ class SqlStore(Store):
                 f"WHERE id = $1 AND state IN ({_PENDING}) RETURNING guild_id, user_id, cost, created_at",
                 job_id,
                 state,
-                error,
+                _storable(error),
                 now,
                 _reported(reported_credits),
-                generator_record_id,
+                _storable(generator_record_id),
             )
             if row is None:
                 return False
@@ -993,7 +1000,8 @@ class SqlStore(Store):
                 _moment(since, "since"),
                 _moment(until, "until"),
             )
-        return [_ledger_entry(row) for row in rows]
+        # A busy month is hundreds of thousands of rows: read into entries in a thread, not on the loop.
+        return await asyncio.to_thread(lambda: [_ledger_entry(row) for row in rows])
 
     async def usage_by_member(self, *, guild_id: int, since: datetime, until: datetime) -> list[tuple[int, int]]:
         async with self._connection() as conn:

@@ -51,6 +51,24 @@ def _sqlite_value(value: Any) -> Any:
     return value
 
 
+async def _roll_back(db: aiosqlite.Connection) -> None:
+    """End a transaction that failed or was cancelled, before the next one may begin.
+
+    Also when BEGIN or COMMIT itself was cancelled: the statement still runs on aiosqlite's thread, and a
+    transaction left open there would make every later write fail ("cannot start a transaction within a
+    transaction"). The ROLLBACK is queued behind it, so it always comes after; with nothing open (SQLite rolls
+    back by itself after some errors, or BEGIN never ran) it has nothing to do.
+    """
+    rollback = asyncio.ensure_future(db.execute_fetchall("ROLLBACK"))
+    rollback.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved even if we are gone
+    try:
+        await asyncio.shield(rollback)
+    except asyncio.CancelledError:
+        raise
+    except sqlite3.OperationalError:
+        pass  # no transaction was open
+
+
 def _prepared(query: str, args: Sequence[Any]) -> tuple[str, list[Any]]:
     text, order = _sqlite_query(query)
     return text, [_sqlite_value(args[index]) for index in order]
@@ -193,15 +211,13 @@ class SqliteStore(SqlStore):
     async def _transaction(self) -> AsyncIterator[Connection]:
         async with self._lock:
             db, conn = self._connected()
-            await db.execute_fetchall("BEGIN IMMEDIATE")
             try:
+                await db.execute_fetchall("BEGIN IMMEDIATE")
                 yield conn
+                await db.execute_fetchall("COMMIT")
             except BaseException:
-                # SQLite may already have rolled back by itself after some errors.
-                if db.in_transaction:
-                    await db.execute_fetchall("ROLLBACK")
+                await _roll_back(db)
                 raise
-            await db.execute_fetchall("COMMIT")
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[Connection]:

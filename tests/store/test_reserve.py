@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -409,3 +411,36 @@ async def test_job_refunds_sum_what_each_job_was_given_back(store: Store, new_jo
     await store.mark_delivered(whole, result_channel_id=1, result_message_id=3, now=NOW)
     assert await store.job_refunds([failed, partial, whole]) == {failed: 300, partial: 300}
     assert await store.job_refunds([]) == {}
+
+
+async def test_text_with_a_nul_character_is_stored_by_both_backends(store: Store, new_job: NewJobFactory) -> None:
+    # A generator's error message may carry one; PostgreSQL's text refused it, leaving the job unsettled there.
+    failed = await reserved(store, new_job(cost=300), [])
+    assert await store.fail_job(
+        failed, state="failed", error="upstream failed\x00", generator_record_id="r\x00", now=NOW
+    )
+    job = await store.get_job(failed)
+    assert job is not None and job.state == "failed" and job.error == "upstream failed\ufffd"
+    delivered = await reserved(store, new_job(), [])
+    await store.mark_delivered(delivered, result_channel_id=1, result_message_id=2, generator_record_id="\x00", now=NOW)
+    assert (await store.get_job(delivered)).generator_record_id == "\ufffd"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("turns", range(6))
+async def test_a_write_cancelled_at_any_moment_leaves_the_store_usable(
+    store: Store, new_job: NewJobFactory, turns: int
+) -> None:
+    # As when a stopping bot cancels a job inside fail_job: on SQLite a BEGIN or COMMIT still running on
+    # aiosqlite's thread used to leave a transaction open, and every later write failed.
+    first = await reserved(store, new_job(), [])
+    second = await reserved(store, new_job(), [])
+    task = asyncio.create_task(store.fail_job(first, state="failed", error="cut short", now=NOW))
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert await store.fail_job(second, state="failed", error="later", now=NOW)
+    assert isinstance(await store.reserve(new_job(), [], now=NOW), Reserved)
+    await store.set_state("after", "fine")
+    assert await store.get_state("after") == "fine"
