@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import re
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Literal
 
@@ -236,8 +237,12 @@ class Settings(AnsweredInTime, commands.GroupCog, group_name="settings"):
 
 
 def _code(text: str) -> str:
-    """``text`` as inline code, a backtick in it included (between double backticks, spaced from its edges)."""
-    return f"`{text}`" if "`" not in text else f"`` {text} ``"
+    """``text`` as inline code, backticks in it included: fenced by one more backtick than its longest run of them,
+    spaced from its edges."""
+    if "`" not in text:
+        return f"`{text}`"
+    fence = "`" * (max(len(run) for run in re.findall("`+", text)) + 1)
+    return f"{fence} {text} {fence}"
 
 
 def _default_size_text(size: str | None) -> str:
@@ -265,11 +270,17 @@ def _role_file(
 
     def name(role_id: int) -> str:
         role = guild.get_role(role_id) if guild is not None else None
-        return f"@{role.name} ({role_id})" if role is not None else f"role {role_id}"
+        if role is None:
+            return f"role {role_id}"
+        return f"{'' if role.name.startswith('@') else '@'}{role.name} ({role_id})"  # @everyone has its @ already
 
-    lines = ["Role limits (the most generous of a member's roles applies):"]
-    lines += [f"  {name(role_id)}: {limit_text(limit)}" for role_id, limit in role_limits.items()]
-    lines += ["Exempt roles (no member limit):"] + [f"  {name(role_id)}" for role_id in sorted(exempt_role_ids)]
+    lines = []
+    if role_limits:
+        lines.append("Role limits (the most generous of a member's roles applies):")
+        lines += [f"  {name(role_id)}: {limit_text(limit)}" for role_id, limit in role_limits.items()]
+    if exempt_role_ids:
+        lines.append("Exempt roles (no member limit):")
+        lines += [f"  {name(role_id)}" for role_id in sorted(exempt_role_ids)]
     return discord.File(io.BytesIO(("\n".join(lines) + "\n").encode()), filename="role-limits.txt")
 
 

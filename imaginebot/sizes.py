@@ -322,8 +322,8 @@ def _overlap(first: range, second: range) -> range:
 def check_size(text: str) -> Size:
     """Parse and validate a size a member typed; raise SizeError naming every broken rule and what to try instead.
 
-    A preset's name as the autocomplete shows it ("portrait", "4K UHD") is that preset's size: Discord sends what was
-    typed when the member presses enter without picking a suggestion.
+    A bare preset name ("portrait", "4K UHD", any letter case) is that preset's size: Discord sends what was typed
+    when the member presses enter without picking one of the autocomplete's suggestions.
     """
     folded = " ".join(text.split()).casefold()
     for name, preset in PRESETS:
