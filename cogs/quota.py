@@ -17,7 +17,7 @@ from discord.ext import commands
 from cogs.answering import AnsweredInTime, acknowledge, reply_privately
 from cogs.members import moderators_only, role_ids, role_mention
 from imaginebot.credits import CreditsFormatError, credits_text, format_credits, parse_credits, request_cost
-from imaginebot.delivery.batching import MAX_FILES_PER_MESSAGE, REQUEST_JSON_SLACK, REQUEST_SIZE_LIMIT
+from imaginebot.delivery.batching import file_limit, pack_for_requests
 from imaginebot.limits import Limit, ResolvedLimit
 from imaginebot.periods import Period, discord_timestamp, period_bounds
 from imaginebot.store import Job, LedgerEntry
@@ -289,12 +289,12 @@ class Quota(AnsweredInTime, commands.GroupCog, group_name="quota"):
         elif not top:
             lines.append("Every member's usage was given back by a moderator (the server's spending stands).")
         name = f"quota-{period}-{start:%Y-%m-%d}"
-        parts = await asyncio.to_thread(ledger_files, rows, name, ledger_part_limit(interaction.filesize_limit))
+        parts = await asyncio.to_thread(ledger_files, rows, name, file_limit(interaction.filesize_limit))
         if rows and not parts:
             lines.append(f"The ledger ({len(rows)} entries) is too large to attach here.")
         elif len(parts) > 1:
             lines.append(f"The ledger is in {len(parts)} CSV files, each within this server's upload limit.")
-        messages = batch_files(parts)
+        messages = pack_for_requests(parts, lambda part: len(part[0]))
         for number, batch in enumerate(messages):
             files = [discord.File(io.BytesIO(data), filename=file_name) for data, file_name in batch]
             if number == 0:
@@ -305,8 +305,6 @@ class Quota(AnsweredInTime, commands.GroupCog, group_name="quota"):
             await say(interaction, "\n".join(lines))
 
 
-_FILES_PER_REQUEST = REQUEST_SIZE_LIMIT - REQUEST_JSON_SLACK
-_PART_OVERHEAD = 1024  # a file's multipart headers
 # More files than this would flood the channel: a ledger that large is too large to attach.
 MAX_LEDGER_FILES = 50
 LEDGER_HEADER = ("time", "member_id", "job_id", "credits", "reason", "charged_at", "actor_id")
@@ -363,29 +361,6 @@ def recent_line(job: Job, refunded: int) -> str:
         kept, given = credits_text(job.cost - refunded), credits_text(refunded)
         return head + f"{kept} ({given} of {credits_text(job.cost)} refunded)"
     return head + credits_text(job.cost)
-
-
-def ledger_part_limit(upload_limit: int) -> int:
-    """The largest ledger file to attach: within the server's upload limit, and alone within Discord's request limit
-    (a boosted server's upload limit, 50 or 100 MiB, is above it)."""
-    return min(upload_limit, _FILES_PER_REQUEST - _PART_OVERHEAD)
-
-
-def batch_files(files: list[tuple[bytes, str]]) -> list[list[tuple[bytes, str]]]:
-    """Files grouped into messages: at most 10 a message, and within Discord's size limit for a whole request."""
-    messages: list[list[tuple[bytes, str]]] = []
-    size = 0
-    for file in files:
-        if (
-            not messages
-            or len(messages[-1]) == MAX_FILES_PER_MESSAGE
-            or size + len(file[0]) + _PART_OVERHEAD > _FILES_PER_REQUEST
-        ):
-            messages.append([])
-            size = 0
-        messages[-1].append(file)
-        size += len(file[0]) + _PART_OVERHEAD
-    return messages
 
 
 async def setup(bot: ImagineBot) -> None:

@@ -19,10 +19,9 @@ import aiohttp
 
 from imaginebot.credits import QualityWeights, request_cost
 from imaginebot.delivery import (
-    REQUEST_JSON_SLACK,
-    REQUEST_SIZE_LIMIT,
     DeliverableImage,
     SourceImage,
+    file_limit,
     fit_for_upload,
     plan_messages,
 )
@@ -766,7 +765,7 @@ class JobService:
 def upload_limit(job: Job) -> int:
     """The largest file the job's images may be: the server's upload limit, but never more than one request holds."""
     server_limit = int(job.options.get("attachment_size_limit") or DEFAULT_ATTACHMENT_LIMIT)
-    return min(server_limit, REQUEST_SIZE_LIMIT - REQUEST_JSON_SLACK - 1024)
+    return file_limit(server_limit)
 
 
 def stored_error_text(error: BaseException) -> str:

@@ -14,7 +14,13 @@ Typical use in a cog::
 from __future__ import annotations
 
 from imaginebot.delivery.alt_text import DESCRIPTION_LIMIT, alt_text
-from imaginebot.delivery.batching import MAX_FILES_PER_MESSAGE, REQUEST_JSON_SLACK, REQUEST_SIZE_LIMIT, plan_messages
+from imaginebot.delivery.batching import (
+    MAX_FILES_PER_MESSAGE,
+    REQUEST_JSON_SLACK,
+    REQUEST_SIZE_LIMIT,
+    file_limit,
+    plan_messages,
+)
 from imaginebot.delivery.fitting import (
     MAX_PARALLEL_FITS,
     MIN_SCALED_SIDE,
@@ -40,6 +46,7 @@ __all__ = [
     "SourceImage",
     "alt_text",
     "describe_size",
+    "file_limit",
     "fit_for_upload",
     "plan_messages",
 ]

@@ -6,8 +6,8 @@ import csv
 import io
 from datetime import UTC, datetime
 
-from cogs.quota import LEDGER_HEADER, MAX_LEDGER_FILES, batch_files, ledger_files, ledger_part_limit
-from imaginebot.delivery.batching import REQUEST_SIZE_LIMIT
+from cogs.quota import LEDGER_HEADER, MAX_LEDGER_FILES, ledger_files
+from imaginebot.delivery.batching import REQUEST_SIZE_LIMIT, file_limit, pack_for_requests
 from imaginebot.store import LedgerEntry
 
 WHEN = datetime(2026, 11, 25, 12, tzinfo=UTC)
@@ -65,14 +65,14 @@ def test_a_ledger_that_would_take_too_many_files_is_not_attached() -> None:
 
 def test_a_part_fits_a_request_alone_even_where_the_upload_limit_is_higher() -> None:
     boosted = 100 * 1024 * 1024
-    assert ledger_part_limit(boosted) < REQUEST_SIZE_LIMIT
-    assert ledger_part_limit(10 * 1024 * 1024) == 10 * 1024 * 1024
-    parts = ledger_files(entries(20_000), "quota-month", ledger_part_limit(boosted))
-    assert [len(batch) for batch in batch_files(parts)] == [1]
+    assert file_limit(boosted) < REQUEST_SIZE_LIMIT
+    assert file_limit(10 * 1024 * 1024) == 10 * 1024 * 1024
+    parts = ledger_files(entries(20_000), "quota-month", file_limit(boosted))
+    assert [len(batch) for batch in pack_for_requests(parts, lambda part: len(part[0]))] == [1]
 
 
 def test_parts_are_sent_ten_to_a_message_and_within_a_request_size() -> None:
     small = [(b"x" * 100, f"{n}.csv") for n in range(23)]
-    assert [len(batch) for batch in batch_files(small)] == [10, 10, 3]
+    assert [len(batch) for batch in pack_for_requests(small, lambda part: len(part[0]))] == [10, 10, 3]
     large = [(b"x" * 9 * 1024 * 1024, f"{n}.csv") for n in range(5)]  # 25 MiB a request: two of these at most
-    assert [len(batch) for batch in batch_files(large)] == [2, 2, 1]
+    assert [len(batch) for batch in pack_for_requests(large, lambda part: len(part[0]))] == [2, 2, 1]
