@@ -425,9 +425,9 @@ class JobService:
         queued = await self.store.jobs_in_states(["queued"])
         for job in queued:
             self._active[job.id] = job
-        in_flight = {job.user_id for job in running}  # had a turn: their jobs started before the stop
+        served = _served_at(running)
         self.scheduler.restore(
-            [(job.id, job.user_id) for job in sorted(queued, key=_turn_order(queued, running))], served=in_flight
+            [(job.id, job.user_id) for job in sorted(queued, key=_turn_order(queued, served))], served=served.keys()
         )
         if self.scheduler.queued:
             self._positions_changed()
@@ -779,18 +779,22 @@ def stored_error_text(error: BaseException) -> str:
     return repr(error)
 
 
-def _turn_order(queued: list[Job], running: list[Job]) -> Callable[[Job], tuple[bool, datetime, int, int]]:
+def _served_at(running: list[Job]) -> dict[int, datetime]:
+    """The members with a job in flight when the bot stopped, who had been served: when, their latest job's start."""
+    served: dict[int, datetime] = {}
+    for job in running:
+        started = job.started_at or job.created_at  # a running job's row always has its start
+        served[job.user_id] = max(started, served.get(job.user_id, started))
+    return served
+
+
+def _turn_order(queued: list[Job], served: dict[int, datetime]) -> Callable[[Job], tuple[bool, datetime, int, int]]:
     """Sort key putting the queued jobs a restart found back in the order their members' turns would have come.
 
     Round robin serves first the members not served since they started waiting, in the order they started (their
-    oldest queued job), then those served, least recently first. A member with a job in flight when the bot
-    stopped had been served (when that job started); the others are taken as not served yet. Each member's jobs
-    keep their order.
+    oldest queued job), then those ``served``, least recently first; the others are taken as not served yet. Each
+    member's jobs keep their order.
     """
-    served: dict[int, datetime] = {}
-    for job in running:
-        if job.started_at is not None and job.started_at > served.get(job.user_id, datetime.min.replace(tzinfo=UTC)):
-            served[job.user_id] = job.started_at
     waiting_since: dict[int, int] = {}
     for job in queued:
         waiting_since.setdefault(job.user_id, job.id)
