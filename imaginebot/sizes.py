@@ -12,6 +12,7 @@ import logging
 import math
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from itertools import islice
@@ -180,15 +181,17 @@ def parse_size(text: str) -> Size:
     if problem:
         # What the member most likely meant: the same numbers without the minus sign, or the largest of that
         # shape; with a side of 0 there is no shape to keep, so the common sizes.
-        meant = [Size(*sides)] if all(sides) else [size for _, size in PRESETS[:3]]
-        suggestions = tuple(nearest_valid_sizes(meant[0], 3)) if len(meant) == 1 else tuple(meant)
-        raise SizeError(f"{problem} Try {_either(suggestions)}. {_FORMAT_HINT}", suggestions)
+        if all(sides):
+            suggestions = tuple(nearest_valid_sizes(Size(*sides), 3))
+        else:
+            suggestions = tuple(size for _, size in PRESETS[:3])
+        raise SizeError(f"{problem} Try {_either(map(str, suggestions))}. {_FORMAT_HINT}", suggestions)
     return Size(sides[0], sides[1])
 
 
-def _either(sizes: tuple[Size, ...]) -> str:
+def _either(choices: Iterable[str]) -> str:
     """``"A, B or C"``."""
-    names = [str(size) for size in sizes]
+    names = list(choices)
     return f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
 
 
@@ -335,16 +338,14 @@ def check_size(text: str) -> Size:
         named = [(name, preset) for name, preset in PRESETS if folded and folded in name.casefold()][:3]
         if error.suggestions or not named:
             raise
-        choices = [f"{preset} ({name})" for name, preset in named]
-        either = f"{', '.join(choices[:-1])} or {choices[-1]}" if len(choices) > 1 else choices[0]
-        raise SizeError(
-            f"That is not a size. Did you mean {either}? {_FORMAT_HINT}", tuple(p for _, p in named)
-        ) from None
+        either = _either(f"{preset} ({name})" for name, preset in named)
+        message = f"That is not a size. Did you mean {either}? {_FORMAT_HINT}"
+        raise SizeError(message, tuple(preset for _, preset in named)) from None
     problems = size_problems(size)
     if not problems:
         return size
     suggestions = tuple(nearest_valid_sizes(size, 3))
-    message = f"{size} can't be used: {'; '.join(problems)}. Try {_either(suggestions)}."
+    message = f"{size} can't be used: {'; '.join(problems)}. Try {_either(map(str, suggestions))}."
     raise SizeError(message, suggestions)
 
 
