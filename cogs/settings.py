@@ -70,8 +70,8 @@ class Settings(AnsweredInTime, commands.GroupCog, group_name="settings"):
         mod_role = role_mention(s.mod_role_id, guild_id) if s.mod_role_id else "none (Manage Server only)"
         max_count = s.max_count or MAX_COUNT
         count = f"count {s.default_count or 1}"
-        if (s.default_count or 1) > max_count:  # requests use the smaller one
-            count += f" (capped at {max_count} by the most per request)"
+        if (capped := _capped_count(s)) is not None:
+            count += f" (capped at {capped} by the most per request)"
         lines = [
             "**/imagine defaults**: "
             f"size {_default_size_text(s.default_size)}, quality {s.default_quality or 'medium'}, "
@@ -254,13 +254,17 @@ def _default_size_text(size: str | None) -> str:
     return size
 
 
+def _capped_count(settings: GuildSettings) -> int | None:
+    """The most images per request when the server's default count is above it (requests get that), else None."""
+    most = settings.max_count or MAX_COUNT
+    return most if (settings.default_count or 1) > most else None
+
+
 def _capped_count_note(settings: GuildSettings) -> str:
-    """A note when the default count is above the most per request (requests then get the smaller one)."""
-    if not settings.default_count or not settings.max_count:
+    """A note for the defaults and max-count replies when the default count is capped."""
+    if (capped := _capped_count(settings)) is None:
         return ""
-    if settings.default_count <= settings.max_count:
-        return ""
-    return f" Requests without a count get {settings.max_count}: the default count is above the most per request."
+    return f" Requests without a count get {capped}: the default count is above the most per request."
 
 
 def _role_file(
