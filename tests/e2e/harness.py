@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import signal
 import sqlite3
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import discord as discordpy
 
 from tests.botenv import REPO, bot_environment
@@ -59,10 +61,46 @@ class BotProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+class BotDatabase:
+    """The bot's database read from outside, as a test checks it: a SQLite file, or a PostgreSQL schema."""
+
+    def __init__(self, sqlite_path: Path, postgres: tuple[str, str] | None = None) -> None:
+        self.sqlite_path = sqlite_path
+        self.postgres = postgres  # (server URL, schema)
+        self._connection: asyncpg.Connection | None = None
+
+    @property
+    def url(self) -> str:
+        """The bot's DATABASE_URL for this database."""
+        if self.postgres is None:
+            return f"sqlite:///{self.sqlite_path}"
+        url, schema = self.postgres
+        return f"{url}{'&' if '?' in url else '?'}search_path={schema}"
+
+    async def rows(self, sql: str) -> list[dict[str, Any]]:
+        """The rows of a query without parameters (the same SQL must read alike on both backends)."""
+        if self.postgres is None:
+            with contextlib.closing(sqlite3.connect(f"file:{self.sqlite_path}?mode=ro", uri=True)) as db:
+                db.row_factory = sqlite3.Row
+                return [dict(row) for row in db.execute(sql)]
+        if self._connection is None:
+            url, schema = self.postgres
+            self._connection = await asyncpg.connect(url, server_settings={"search_path": schema})
+        return [dict(row) for row in await self._connection.fetch(sql)]
+
+    async def close(self) -> None:
+        """Close the PostgreSQL connection, if one was opened."""
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+
 class World:
     """A fake Discord with one server, a fake 1min.ai, and the bot connected to both."""
 
-    def __init__(self, discord: FakeDiscord, onemin: FakeOneMin, tmp_path: Path) -> None:
+    def __init__(
+        self, discord: FakeDiscord, onemin: FakeOneMin, tmp_path: Path, *, postgres: tuple[str, str] | None = None
+    ) -> None:
         self.discord = discord
         self.onemin = onemin
         self.tmp_path = tmp_path
@@ -73,11 +111,16 @@ class World:
         self.moderator = discord.add_member(self.guild, username="mod", permissions=MODERATOR_PERMISSIONS)
         self.bot: BotProcess | None = None
         self.database = tmp_path / "imagine.db"
+        self.db = BotDatabase(self.database, postgres)
 
     def env(self, **overrides: str) -> dict[str, str]:
-        """The bot's environment: pointed at the fakes, with a fresh database in the test's folder."""
+        """The bot's environment: pointed at the fakes, with a fresh database (in the test's folder, or the
+        PostgreSQL schema the world was given)."""
         return bot_environment(
-            self.discord, self.onemin, self.database, **{"DISCORD_GUILD_ID": str(self.guild.id), **overrides}
+            self.discord,
+            self.onemin,
+            self.database,
+            **{"DISCORD_GUILD_ID": str(self.guild.id), "DATABASE_URL": self.db.url, **overrides},
         )
 
     async def start_bot(self, **overrides: str) -> BotProcess:
@@ -116,13 +159,20 @@ class World:
         return interaction.messages[0].content
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
-    """Poll ``predicate`` until it holds."""
+async def wait_until(
+    predicate: Callable[[], bool | Awaitable[bool]], timeout: float = 30, what: str = "condition"
+) -> None:
+    """Poll ``predicate`` (a plain or an async function) until it holds."""
     deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
+    while not await _holds(predicate):
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+async def _holds(predicate: Callable[[], bool | Awaitable[bool]]) -> bool:
+    result = predicate()
+    return bool(await result) if inspect.isawaitable(result) else bool(result)
 
 
 @contextlib.contextmanager
@@ -136,11 +186,19 @@ def database_locked(world: World) -> Iterator[None]:
             db.execute("COMMIT")
 
 
-def job_state(world: World, interaction: FakeInteraction) -> str | None:
+async def job_state(world: World, interaction: FakeInteraction) -> str | None:
     """The state the bot's job table gives the job of ``interaction`` (None before it is written)."""
-    with contextlib.closing(sqlite3.connect(f"file:{world.database}?mode=ro", uri=True)) as db:
-        row = db.execute("SELECT state FROM jobs WHERE interaction_id = ?", (interaction.id,)).fetchone()
-    return None if row is None else str(row[0])
+    rows = await world.db.rows(f"SELECT state FROM jobs WHERE interaction_id = {int(interaction.id)}")
+    return str(rows[0]["state"]) if rows else None
+
+
+def job_is(world: World, interaction: FakeInteraction, state: str) -> Callable[[], Awaitable[bool]]:
+    """A predicate for ``wait_until``: the job of ``interaction`` is in ``state``."""
+
+    async def check() -> bool:
+        return await job_state(world, interaction) == state
+
+    return check
 
 
 def button_id(message: FakeMessage | None, label: str) -> str:

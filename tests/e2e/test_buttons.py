@@ -8,6 +8,8 @@ import json
 import sqlite3
 from collections.abc import AsyncIterator
 
+import pytest
+
 from tests.e2e.harness import World, button_id, database_locked, has_attachments, wait_until
 from tests.fakes.discord import FakeInteraction, FakeMember, FakeMessage
 from tests.fakes.discord.interactions import walk_components
@@ -41,6 +43,7 @@ async def assert_refused(interaction: FakeInteraction, words: str) -> None:
     assert words in callback["data"]["content"], callback["data"]["content"]
 
 
+@pytest.mark.each_backend
 async def test_reroll_is_charged_to_whoever_clicks_and_checks_their_quota(world: World) -> None:
     await world.start_bot(QUOTA_DEFAULT_CREDITS="3")
     original = await world.imagine(prompt="a red fox", size="1536x1024", quality="medium", format="webp")
@@ -68,6 +71,7 @@ async def test_reroll_is_charged_to_whoever_clicks_and_checks_their_quota(world:
     assert "0 credits left" in await world.quota_me(world.other)
 
 
+@pytest.mark.each_backend
 async def test_edit_and_reroll_opens_the_prompt_and_runs_the_new_one(world: World) -> None:
     await world.start_bot()
     original = await world.imagine(prompt="a castle on a hill", quality="low", count=2)
@@ -125,6 +129,7 @@ async def test_a_member_who_may_not_use_commands_here_cannot_re_roll_either(worl
     assert len(world.onemin.requests) == 1
 
 
+@pytest.mark.each_backend
 async def test_delete_only_for_the_requester_or_a_moderator(world: World) -> None:
     await world.start_bot()
     mine = await result_of(await world.imagine(prompt="mine", quality="low"))
@@ -187,6 +192,7 @@ async def test_edit_and_reroll_behind_a_slow_read_asks_to_press_again_in_time(wo
     assert callback["type"] == MODAL
 
 
+@pytest.mark.each_backend
 async def test_buttons_keep_working_after_a_restart(world: World) -> None:
     await world.start_bot()
     result = await result_of(await world.imagine(prompt="an old lighthouse", quality="low"))

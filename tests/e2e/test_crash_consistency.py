@@ -4,42 +4,51 @@ every credit is accounted for, every member is told, and no generation is sent t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
-import sqlite3
+from typing import Any
 
 import pytest
 
-from tests.e2e.harness import World, content_of, wait_until
+from tests.e2e.harness import World, content_of
 from tests.fakes.discord import FakeInteraction
 
 SETTLED = ("delivered", "failed", "interrupted", "cancelled")
 
 
-def job_rows(world: World) -> dict[int, sqlite3.Row]:
+async def job_rows(world: World) -> dict[int, dict[str, Any]]:
     """Every job row, by interaction id."""
-    with contextlib.closing(sqlite3.connect(f"file:{world.database}?mode=ro", uri=True)) as db:
-        db.row_factory = sqlite3.Row
-        return {row["interaction_id"]: row for row in db.execute("SELECT * FROM jobs")}
+    return {row["interaction_id"]: row for row in await world.db.rows("SELECT * FROM jobs")}
 
 
-def ledger_by_job(world: World) -> dict[int, int]:
+async def ledger_by_job(world: World) -> dict[int, int]:
     """What the ledger holds against each job (reservations less refunds)."""
-    with contextlib.closing(sqlite3.connect(f"file:{world.database}?mode=ro", uri=True)) as db:
-        return dict(db.execute("SELECT job_id, SUM(amount) FROM ledger WHERE job_id IS NOT NULL GROUP BY job_id"))
+    rows = await world.db.rows(
+        "SELECT job_id, SUM(amount) AS held FROM ledger WHERE job_id IS NOT NULL GROUP BY job_id"
+    )
+    return {row["job_id"]: int(row["held"]) for row in rows}
 
 
-def member_usage(world: World) -> dict[int, int]:
+async def member_usage(world: World) -> dict[int, int]:
     """Each member's usage today as the quota reads it (the daily roll-up)."""
-    with contextlib.closing(sqlite3.connect(f"file:{world.database}?mode=ro", uri=True)) as db:
-        return dict(db.execute("SELECT user_id, SUM(amount) FROM usage_daily WHERE scope = 'member' GROUP BY user_id"))
+    rows = await world.db.rows(
+        "SELECT user_id, SUM(amount) AS used FROM usage_daily WHERE scope = 'member' GROUP BY user_id"
+    )
+    return {row["user_id"]: int(row["used"]) for row in rows}
 
 
-def all_settled(world: World, interactions: list[FakeInteraction]) -> bool:
-    rows = job_rows(world)
-    return all(i.id in rows and rows[i.id]["state"] in SETTLED for i in interactions)
+async def wait_until_settled(world: World, interactions: list[FakeInteraction], timeout: float) -> None:
+    """Poll the job table until every interaction's job is in a final state."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        rows = await job_rows(world)
+        if all(i.id in rows and rows[i.id]["state"] in SETTLED for i in interactions):
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for every job to be settled: {rows}")
+        await asyncio.sleep(0.05)
 
 
+@pytest.mark.each_backend
 @pytest.mark.parametrize("seed", [1, 2])
 async def test_a_crash_at_any_moment_settles_every_job_and_every_credit(world: World, seed: int) -> None:
     chance = random.Random(seed)
@@ -57,11 +66,11 @@ async def test_a_crash_at_any_moment_settles_every_job_and_every_credit(world: W
     # Somewhere in the queue's life: some jobs delivered, some at the generator, some being posted, some queued.
     await asyncio.sleep(chance.uniform(0.3, 1.6))
     await world.restart_bot(crash=True)
-    await wait_until(lambda: all_settled(world, interactions), timeout=60, what="every job to be settled")
+    await wait_until_settled(world, interactions, timeout=60)
     await asyncio.sleep(0.5)  # anything still to be said about them
 
-    rows = job_rows(world)
-    ledger = ledger_by_job(world)
+    rows = await job_rows(world)
+    ledger = await ledger_by_job(world)
     states = sorted(rows[i.id]["state"] for i in interactions)
     for interaction in interactions:
         row = rows[interaction.id]
@@ -82,7 +91,7 @@ async def test_a_crash_at_any_moment_settles_every_job_and_every_credit(world: W
     charged: dict[int, int] = {}
     for row in rows.values():
         charged[row["user_id"]] = charged.get(row["user_id"], 0) + ledger.get(row["id"], 0)
-    assert {user: amount for user, amount in member_usage(world).items() if amount} == {
+    assert {user: amount for user, amount in (await member_usage(world)).items() if amount} == {
         user: amount for user, amount in charged.items() if amount
     }
 

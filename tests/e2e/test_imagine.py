@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import io
 
+import pytest
 from PIL import Image
 
-from tests.e2e.harness import World, button_id, content_of, database_locked, has_attachments, job_state, wait_until
+from tests.e2e.harness import World, button_id, content_of, database_locked, has_attachments, job_is, wait_until
 from tests.e2e.test_quota_commands import say
 from tests.fakes.discord import FakeInteraction
 
@@ -20,6 +21,7 @@ def decode(data: bytes) -> Image.Image:
     return image
 
 
+@pytest.mark.each_backend
 async def test_happy_path_two_images_arrive_with_the_asked_size(world: World) -> None:
     await world.start_bot()
     interaction = await world.imagine(prompt="a lighthouse at dusk", size="1536x1024", count=2)
@@ -62,6 +64,7 @@ async def test_four_images_are_all_fetched_the_right_way(world: World) -> None:
     assert sorted(routes) == ["asset", "asset", "asset", "presigned"]
 
 
+@pytest.mark.each_backend
 async def test_images_that_could_not_be_fetched_are_linked_and_not_charged(world: World) -> None:
     await world.start_bot()
     world.onemin.fail_next("asset-404")  # the asset host has none of the result's images; image 1 has a presigned URL
@@ -113,6 +116,7 @@ async def test_bad_inputs_are_refused_ephemerally_and_cost_nothing(world: World)
     assert "10 credits left" in await world.quota_me()
 
 
+@pytest.mark.each_backend
 async def test_over_quota_is_refused_with_cost_and_what_remains(world: World) -> None:
     await world.start_bot(QUOTA_DEFAULT_CREDITS="2")
     interaction = await world.imagine(prompt="big", size="2048x2048", quality="medium")  # 4 credits
@@ -123,6 +127,7 @@ async def test_over_quota_is_refused_with_cost_and_what_remains(world: World) ->
     assert world.onemin.requests == []
 
 
+@pytest.mark.each_backend
 async def test_generator_failure_is_explained_and_refunded(world: World) -> None:
     await world.start_bot()
     world.onemin.fail_next("500")
@@ -191,6 +196,7 @@ async def test_an_image_over_the_upload_limit_is_reencoded_to_fit(world: World) 
     assert "re-encoded" in content_of(interaction).lower()
 
 
+@pytest.mark.each_backend
 async def test_a_restart_mid_job_refunds_and_tells_the_member(world: World) -> None:
     world.onemin.latency = 60
     await world.start_bot()
@@ -203,6 +209,7 @@ async def test_a_restart_mid_job_refunds_and_tells_the_member(world: World) -> N
     assert "10 credits left" in await world.quota_me()
 
 
+@pytest.mark.each_backend
 async def test_a_result_discord_refuses_on_the_token_goes_to_the_channel_or_is_told_and_refunded(
     world: World,
 ) -> None:
@@ -225,7 +232,7 @@ async def test_a_result_discord_refuses_on_the_token_goes_to_the_channel_or_is_t
     refused = await world.imagine(prompt="a blue barn", quality="low")
     await refused.wait_for(lambda i: "would not take the upload" in content_of(i), timeout=20)
     assert "made" in content_of(refused) and "0.25 credits refunded" in content_of(refused)
-    await wait_until(lambda: job_state(world, refused) == "failed", timeout=5, what="the job settled")
+    await wait_until(job_is(world, refused, "failed"), timeout=5, what="the job settled")
     assert "9.75 credits left" in await world.quota_me()
     world.discord.protocol_errors[:] = [e for e in world.discord.protocol_errors if not e.startswith("40005")]
 
@@ -240,13 +247,14 @@ async def test_a_result_refused_on_the_token_in_a_channel_the_bot_cannot_post_in
     interaction = await world.imagine(prompt="a red barn", quality="low")
     await interaction.wait_for(lambda i: "would not take the upload" in content_of(i), timeout=20)
     assert "Request entity too large" in content_of(interaction)  # the upload's refusal, not the channel's 403
-    await wait_until(lambda: job_state(world, interaction) == "failed", timeout=5, what="the job settled")
+    await wait_until(job_is(world, interaction, "failed"), timeout=5, what="the job settled")
     assert "10 credits left" in await world.quota_me()
     world.discord.protocol_errors[:] = [
         e for e in world.discord.protocol_errors if not e.startswith(("40005", "50001", "50013"))
     ]
 
 
+@pytest.mark.each_backend
 async def test_a_crash_after_part_of_a_result_was_posted_leaves_that_part_and_refunds(world: World) -> None:
     await world.start_bot()
     world.onemin.fail_next("asset-404")  # image 2 can only be linked: the message carries 1 of 2 images
@@ -262,6 +270,7 @@ async def test_a_crash_after_part_of_a_result_was_posted_leaves_that_part_and_re
     assert "10 credits left" in await world.quota_me()  # not all of it arrived: refunded, as the followup says
 
 
+@pytest.mark.each_backend
 async def test_a_crash_after_the_result_was_posted_but_before_it_was_recorded_charges_it(world: World) -> None:
     await world.start_bot()
     log_channel = world.discord.add_channel(world.guild, name="image-log")

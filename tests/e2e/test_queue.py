@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import sqlite3
 import time
+
+import pytest
 
 from tests.e2e.harness import World, button_id, content_of, database_locked, has_attachments, wait_until
 from tests.fakes.discord import FakeInteraction, FakeMessage
@@ -51,11 +51,10 @@ def status_times(world: World, interaction: FakeInteraction, text: str) -> list[
     return times
 
 
-def status_message_recorded(world: World, interaction: FakeInteraction) -> bool:
+async def status_message_recorded(world: World, interaction: FakeInteraction) -> bool:
     """Whether the bot's job table holds the id of the interaction's status message (its first response)."""
-    with contextlib.closing(sqlite3.connect(f"file:{world.database}?mode=ro", uri=True)) as db:
-        row = db.execute("SELECT status_message_id FROM jobs WHERE interaction_id = ?", (interaction.id,)).fetchone()
-    return row is not None and interaction.original is not None and row[0] == interaction.original.id
+    rows = await world.db.rows(f"SELECT status_message_id FROM jobs WHERE interaction_id = {int(interaction.id)}")
+    return bool(rows) and interaction.original is not None and rows[0]["status_message_id"] == interaction.original.id
 
 
 def drop_expected_errors(world: World, *codes: str) -> None:
@@ -66,6 +65,7 @@ def drop_expected_errors(world: World, *codes: str) -> None:
     errors[:] = [error for error in errors if error.split(":", 1)[0] not in codes]
 
 
+@pytest.mark.each_backend
 async def test_queued_jobs_show_their_position_and_move_up(world: World) -> None:
     # The third waits for two jobs (7 s), longer than the spacing of position edits (5 s): it sees its place change.
     world.onemin.latency = 3.5
@@ -125,6 +125,7 @@ async def test_a_queued_job_past_its_tokens_15_minutes_still_shows_where_it_stan
     world.discord.protocol_errors.clear()  # the expired tokens' refusals, expected
 
 
+@pytest.mark.each_backend
 async def test_two_cancels_at_once_refund_once_and_the_second_is_told_it_was_cancelled(world: World) -> None:
     world.onemin.latency = 4
     await world.start_bot(MAX_CONCURRENT_JOBS="1")
@@ -168,6 +169,7 @@ async def test_a_cancel_slow_to_write_is_acknowledged_in_time_then_shows_cancell
     assert prompts(world) == ["running"]
 
 
+@pytest.mark.each_backend
 async def test_cancel_refunds_and_the_job_never_reaches_the_generator(world: World) -> None:
     # Long enough for every click below to happen while the first job holds the only slot.
     world.onemin.latency = 4
@@ -210,6 +212,7 @@ async def test_cancel_refunds_and_the_job_never_reaches_the_generator(world: Wor
     assert not any(m.attachments for m in mine.messages + also_mine.messages)
 
 
+@pytest.mark.each_backend
 async def test_one_members_burst_does_not_delay_anothers_first_job(world: World) -> None:
     world.onemin.latency = 2  # Alice's first job holds the only slot while everyone else queues
     await world.start_bot(MAX_CONCURRENT_JOBS="1")
@@ -230,6 +233,7 @@ async def test_one_members_burst_does_not_delay_anothers_first_job(world: World)
     assert prompts(world) == ["alice 1", "bob 1", "mod 1", "alice 2", "alice 3"]
 
 
+@pytest.mark.each_backend
 async def test_rate_limit_pauses_the_queue_and_fails_nothing(world: World) -> None:
     await world.start_bot(MAX_CONCURRENT_JOBS="2")
     world.onemin.fail_next("429", retry_after=2)
@@ -251,6 +255,7 @@ async def test_rate_limit_pauses_the_queue_and_fails_nothing(world: World) -> No
     assert "9 credits left" in await world.quota_me()
 
 
+@pytest.mark.each_backend
 async def test_a_job_waiting_out_a_429_shows_cancel_and_cancelling_refunds_it(world: World) -> None:
     await world.start_bot()
     world.onemin.fail_next("429", retry_after=60)
@@ -411,6 +416,7 @@ async def test_refused_first_response_of_a_queued_job_refunds_it_and_never_gener
     drop_expected_errors(world, "10062", "unanswered")
 
 
+@pytest.mark.each_backend
 async def test_queued_job_survives_a_restart_and_cancel_still_works(world: World) -> None:
     world.onemin.latency = 60
     await world.start_bot(MAX_CONCURRENT_JOBS="1")
@@ -438,6 +444,7 @@ async def test_queued_job_survives_a_restart_and_cancel_still_works(world: World
     assert "10 credits left" in await world.quota_me(world.moderator)
 
 
+@pytest.mark.each_backend
 async def test_after_a_crash_queued_jobs_keep_their_places_in_the_rotation(world: World) -> None:
     world.onemin.latency = 60
     await world.start_bot(MAX_CONCURRENT_JOBS="1")
@@ -457,6 +464,7 @@ async def test_after_a_crash_queued_jobs_keep_their_places_in_the_rotation(world
     assert prompts(world) == ["alice 1", "bob 1", "alice 2"]
 
 
+@pytest.mark.each_backend
 async def test_a_queued_job_that_outlives_its_token_and_a_restart_settles_its_old_status(world: World) -> None:
     world.onemin.latency = 60
     await world.start_bot(MAX_CONCURRENT_JOBS="1")

@@ -13,9 +13,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import pytest
+
 from imaginebot.periods import Period, discord_timestamp, period_bounds
 from imaginebot.store import open_store
-from tests.e2e.harness import World, content_of, database_locked, has_attachments, job_state, wait_until
+from tests.e2e.harness import World, content_of, database_locked, has_attachments, job_is, wait_until
 from tests.fakes.discord import MANAGE_GUILD, FakeInteraction, FakeMember
 
 FOUR_CREDITS = {"size": "2048x2048", "quality": "medium"}
@@ -81,7 +83,7 @@ async def imagine_accepted(
     callback = await interaction.wait_for_callback(timeout=3)
     assert callback["type"] == 4 and not interaction.ephemeral, f"/imagine {options} was refused: {callback}"
     await interaction.wait_for(has_attachments(options.get("count", 1)), timeout=30)
-    await wait_until(lambda: job_state(world, interaction) == "delivered", timeout=5, what="the delivery recorded")
+    await wait_until(job_is(world, interaction, "delivered"), timeout=5, what="the delivery recorded")
     return interaction
 
 
@@ -98,6 +100,7 @@ def has_tag(text: str, tags: set[str]) -> bool:
 # -- tests -------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.each_backend
 async def test_member_limit_set_clear_and_server_default_change_what_imagine_accepts(world: World) -> None:
     await world.start_bot()
     alice, mod = world.member, world.moderator
@@ -149,6 +152,7 @@ async def test_member_limit_set_clear_and_server_default_change_what_imagine_acc
     assert "0 credits per month" in await say(world, mod, "quota", "view", member=alice)
 
 
+@pytest.mark.each_backend
 async def test_most_generous_role_counts_per_day_and_an_exempt_role_beats_even_an_own_limit(world: World) -> None:
     discord, guild = world.discord, world.guild
     weekly = discord.add_role(guild, name="weekly")  # 14 a week = 2 a day
@@ -204,6 +208,7 @@ async def test_most_generous_role_counts_per_day_and_an_exempt_role_beats_even_a
     assert "of your 3 credits per day" in await imagine_refused(world, dave, **FOUR_CREDITS)  # still the best role
 
 
+@pytest.mark.each_backend
 async def test_server_and_bot_budgets_refuse_naming_the_budget_and_when_it_resets(world: World) -> None:
     await world.start_bot(GLOBAL_BUDGET_CREDITS="6", GLOBAL_BUDGET_PERIOD="week")
     alice, bob, mod = world.member, world.other, world.moderator
@@ -235,6 +240,7 @@ async def test_server_and_bot_budgets_refuse_naming_the_budget_and_when_it_reset
     assert "the bot's overall budget" in text and "only 0 credits left" in text, text
 
 
+@pytest.mark.each_backend
 async def test_reset_gives_back_usage_but_the_server_budget_keeps_it(world: World) -> None:
     await world.start_bot(QUOTA_DEFAULT_CREDITS="2")
     alice, mod = world.member, world.moderator
@@ -251,6 +257,7 @@ async def test_reset_gives_back_usage_but_the_server_budget_keeps_it(world: Worl
     assert "1 credit left of 2 credits per day" in await quota_me(world, alice)
 
 
+@pytest.mark.each_backend
 async def test_report_totals_and_its_csv_ledger(world: World) -> None:
     await world.start_bot()
     alice, bob, mod = world.member, world.other, world.moderator
@@ -301,6 +308,7 @@ async def test_report_totals_and_its_csv_ledger(world: World) -> None:
     assert [row for part in parts for row in csv.DictReader(io.StringIO(part.data.decode()))] == rows
 
 
+@pytest.mark.each_backend
 async def test_non_moderators_are_refused_everywhere_and_nothing_changes(world: World) -> None:
     discord, guild = world.discord, world.guild
     helpers = discord.add_role(guild, name="helpers")
@@ -341,7 +349,7 @@ async def test_non_moderators_are_refused_everywhere_and_nothing_changes(world: 
     assert "the bot's default" in shown, shown
 
     await world.bot.stop()
-    async with open_store(f"sqlite:///{world.database}") as store:
+    async with open_store(world.db.url) as store:
         assert await store.audit_log(guild.id) == []
         settings = await store.get_guild_settings(guild.id)
         assert settings.budget is None and settings.default_limit is None and settings.mod_role_id is None
@@ -364,6 +372,7 @@ async def test_manage_server_in_one_channels_overwrites_does_not_make_a_moderato
     assert "may now use 1000 credits per day" in await say(world, carol, "quota", "set", member=carol, credits=1000)
 
 
+@pytest.mark.each_backend
 async def test_every_moderator_change_is_audited_with_who_what_before_and_after(world: World) -> None:
     discord, guild = world.discord, world.guild
     helpers = discord.add_role(guild, name="helpers")
@@ -397,7 +406,7 @@ async def test_every_moderator_change_is_audited_with_who_what_before_and_after(
     await run(world, mod, "settings", "show")
 
     await world.bot.stop()
-    async with open_store(f"sqlite:///{world.database}") as store:
+    async with open_store(world.db.url) as store:
         entries = list(reversed(await store.audit_log(guild.id)))
     assert [entry.action for entry in entries] == [
         "member_limit.set",
@@ -441,6 +450,7 @@ async def test_every_moderator_change_is_audited_with_who_what_before_and_after(
     assert (log_off.before, log_off.after) == (log_on.after, {"log_channel_id": None})
 
 
+@pytest.mark.each_backend
 async def test_a_member_who_left_can_still_be_cleared_reset_and_viewed(world: World) -> None:
     await world.start_bot()
     alice, mod = world.member, world.moderator
@@ -457,6 +467,7 @@ async def test_a_member_who_left_can_still_be_cleared_reset_and_viewed(world: Wo
     assert "went wrong" not in world.bot.log().lower() and "command quota set failed" not in world.bot.log()
 
 
+@pytest.mark.each_backend
 async def test_the_report_after_a_reset_does_not_say_nobody_generated(world: World) -> None:
     await world.start_bot()
     alice, mod = world.member, world.moderator
@@ -469,6 +480,7 @@ async def test_the_report_after_a_reset_does_not_say_nobody_generated(world: Wor
     assert "given back by a moderator" in text, text
 
 
+@pytest.mark.each_backend
 async def test_the_report_on_a_day_of_refunds_says_nothing_was_charged(world: World) -> None:
     await world.start_bot()
     world.onemin.fail_next("500")

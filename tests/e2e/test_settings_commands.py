@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from imaginebot.store import open_store
 from tests.e2e.harness import MODERATOR_PERMISSIONS, World, content_of, has_attachments
 from tests.e2e.test_quota_commands import (
@@ -29,6 +31,7 @@ def prompt_sent(world: World) -> dict[str, Any]:
 SUPPRESS_EMBEDS = 1 << 2
 
 
+@pytest.mark.each_backend
 async def test_blocked_words_are_refused_without_echo_and_unblock_allows_them_again(world: World) -> None:
     await world.start_bot()
     alice, mod = world.member, world.moderator
@@ -123,6 +126,7 @@ async def test_settings_replies_say_when_a_default_count_is_capped_and_show_keep
     assert "`` a`b ``" in blocked and "``` c``d ```" in blocked and "`e`" in blocked, blocked
 
 
+@pytest.mark.each_backend
 async def test_two_moderators_blocking_words_at_once_both_keep_them(world: World) -> None:
     await world.start_bot()
     second = world.discord.add_member(world.guild, username="mod2", permissions=MODERATOR_PERMISSIONS)
@@ -139,6 +143,7 @@ async def test_two_moderators_blocking_words_at_once_both_keep_them(world: World
     assert "Blocked words: 2" in shown and "`kraken`" in shown and "`dragon`" in shown, shown
 
 
+@pytest.mark.each_backend
 async def test_server_defaults_shape_the_next_request_and_max_count_refuses(world: World) -> None:
     await world.start_bot()
     alice, mod = world.member, world.moderator
@@ -186,6 +191,7 @@ async def test_server_defaults_shape_the_next_request_and_max_count_refuses(worl
     assert "Most images per request: 1" in shown, shown
 
 
+@pytest.mark.each_backend
 async def test_mod_role_makes_a_member_a_moderator_until_it_is_removed(world: World) -> None:
     helpers = world.discord.add_role(world.guild, name="helpers")
     frank = world.discord.add_member(world.guild, username="frank", roles=[helpers])
@@ -207,11 +213,12 @@ async def test_mod_role_makes_a_member_a_moderator_until_it_is_removed(world: Wo
     assert "of your 3 credits per day" in await imagine_refused(world, alice, **FOUR_CREDITS)
 
 
+@pytest.mark.each_backend
 async def test_an_entry_saved_before_the_rules_changed_can_still_be_unblocked(world: World) -> None:
     await world.start_bot()
     await world.bot.stop()
     # Saved as typed, vowel points and all, by a version that kept them.
-    async with open_store(f"sqlite:///{world.database}") as store:
+    async with open_store(world.db.url) as store:
         await store.update_guild_settings(
             world.guild.id, actor_id=world.moderator.id, action="settings.block", blocked_words=("مَلِك",)
         )
@@ -220,6 +227,7 @@ async def test_an_entry_saved_before_the_rules_changed_can_still_be_unblocked(wo
     assert "Unblocked 1" in await say(world, world.moderator, "settings", "unblock", words="ملك")
 
 
+@pytest.mark.each_backend
 async def test_log_channel_gets_every_delivery_with_requester_prompt_and_link_pinging_nobody(world: World) -> None:
     log_channel = world.discord.add_channel(world.guild, name="image-log")
     locked = world.discord.add_channel(world.guild, name="locked", bot_can_send=False)

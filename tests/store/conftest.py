@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,8 +12,7 @@ import asyncpg
 import pytest
 
 from imaginebot.store import NewJob, PostgresStore, SqliteStore, Store
-
-HOW_TO_ENABLE_POSTGRES = "set TEST_DATABASE_URL=postgresql://... (see .ci/start-postgres.sh)"
+from tests.postgres import fresh_schema, postgres_url
 
 # A Wednesday, well inside its day, week and month.
 NOW = datetime(2026, 3, 11, 12, 0, tzinfo=UTC)
@@ -25,16 +22,6 @@ OTHER_GUILD = 1_000_000_000_000_002
 USER = 2_000_000_000_000_001
 OTHER_USER = 2_000_000_000_000_002
 MOD = 3_000_000_000_000_001
-
-
-def postgres_url() -> str:
-    """TEST_DATABASE_URL, or skip the test (fail it under CI, which must run the PostgreSQL variants)."""
-    url = os.environ.get("TEST_DATABASE_URL", "").strip()
-    if url:
-        return url
-    if os.environ.get("CI", "").strip().lower() == "true":
-        pytest.fail(f"CI must run the PostgreSQL store tests: {HOW_TO_ENABLE_POSTGRES}", pytrace=False)
-    pytest.skip(f"PostgreSQL store tests skipped: {HOW_TO_ENABLE_POSTGRES}")
 
 
 class StoreFactory:
@@ -66,18 +53,12 @@ async def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Async
         return
 
     url = postgres_url()
-    schema = f"test_{uuid.uuid4().hex[:16]}"
-    admin = await asyncpg.connect(url)
-    try:
-        await admin.execute(f'CREATE SCHEMA "{schema}"')
+    async with fresh_schema(url) as schema:
         factory = StoreFactory(
             "postgres", lambda pool_size: PostgresStore(url, schema=schema, min_size=1, max_size=pool_size)
         )
         yield factory
         await factory.close_all()
-        await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-    finally:
-        await admin.close()
 
 
 @pytest.fixture
