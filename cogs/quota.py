@@ -261,7 +261,7 @@ class Quota(AnsweredInTime, commands.GroupCog, group_name="quota"):
         text = await self._standing(interaction.guild_id, member)
         jobs = await self.bot.store.recent_jobs(guild_id=interaction.guild_id, user_id=member.id, limit=5)
         if jobs:
-            refunds = await self.bot.store.job_refunds([job.id for job in jobs])
+            refunds = await self.bot.store.job_refunds(guild_id=interaction.guild_id, job_ids=[job.id for job in jobs])
             text += "\nRecent requests:\n" + "\n".join(recent_line(job, refunds.get(job.id, 0)) for job in jobs)
         await say(interaction, text)
 

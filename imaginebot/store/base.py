@@ -270,9 +270,10 @@ class Store(ABC):
         """The member's latest jobs in the guild, newest first."""
 
     @abstractmethod
-    async def job_refunds(self, job_ids: Sequence[int]) -> dict[int, int]:
-        """Hundredths given back so far to each of these jobs (all of a failed one, the missing images' share of a
-        delivered one); jobs given nothing back are left out."""
+    async def job_refunds(self, *, guild_id: int, job_ids: Sequence[int]) -> dict[int, int]:
+        """Hundredths given back so far to each of these jobs of the guild (all of a failed one, the missing
+        images' share of a delivered one); jobs given nothing back, and other guilds' jobs, are left out. Any
+        number of ids may be asked for."""
 
     # Settings and limits
 

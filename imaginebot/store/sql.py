@@ -239,6 +239,10 @@ _ADD_USAGE_TAIL = (
 )
 _PENDING = ", ".join(f"'{state}'" for state in PENDING_STATES)
 
+# Ids per query when a query takes a list of them (job_refunds): within the 999 parameters older SQLite builds allow
+# (SQLITE_MAX_VARIABLE_NUMBER; 32,766 since 3.32) and PostgreSQL's 32,767, whatever the caller passes.
+_IDS_PER_QUERY = 500
+
 _OPTIONAL_INT_SETTINGS = ("default_count", "max_count", "mod_role_id", "log_channel_id")
 _OPTIONAL_TEXT_SETTINGS = ("default_size", "default_quality", "default_format")
 
@@ -759,18 +763,25 @@ class SqlStore(Store):
             )
         return [_job(row) for row in rows]
 
-    async def job_refunds(self, job_ids: Sequence[int]) -> dict[int, int]:
-        if not job_ids:
-            return {}
-        params = _Params()
-        placeholders = ", ".join(params(job_id) for job_id in job_ids)
-        async with self._connection() as conn:
-            rows = await conn.fetch(
-                "SELECT job_id, SUM(amount) AS given FROM ledger "
-                f"WHERE reason = 'refund' AND job_id IN ({placeholders}) GROUP BY job_id",
-                *params.values,
-            )
-        return {int(row["job_id"]): -int(row["given"]) for row in rows if row["given"]}
+    async def job_refunds(self, *, guild_id: int, job_ids: Sequence[int]) -> dict[int, int]:
+        ids = list(dict.fromkeys(job_ids))
+        refunds: dict[int, int] = {}
+        for first in range(0, len(ids), _IDS_PER_QUERY):
+            params = _Params()
+            params(guild_id)
+            placeholders = ", ".join(params(job_id) for job_id in ids[first : first + _IDS_PER_QUERY])
+            # A connection per part, so a long list does not keep SQLite's one connection from writers. Every row
+            # of a job is summed in the same part, so each job's total is still read at one moment. "+guild_id":
+            # without statistics SQLite would otherwise read the guild's whole ledger through its guild index
+            # rather than each job's few rows through ledger_job.
+            async with self._connection() as conn:
+                rows = await conn.fetch(
+                    "SELECT job_id, SUM(amount) AS given FROM ledger "
+                    f"WHERE +guild_id = $1 AND reason = 'refund' AND job_id IN ({placeholders}) GROUP BY job_id",
+                    *params.values,
+                )
+            refunds.update((int(row["job_id"]), -int(row["given"])) for row in rows if row["given"])
+        return refunds
 
     # Settings and limits
 

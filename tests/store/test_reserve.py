@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
 from imaginebot.limits import Limit
 from imaginebot.store import BudgetCheck, NewJob, Refused, Reserved, Store
-from tests.store.conftest import GUILD, NOW, OTHER_GUILD, OTHER_USER, USER
+from tests.store.conftest import GUILD, NOW, OTHER_GUILD, OTHER_USER, USER, StoreFactory
 
 NewJobFactory = Callable[..., NewJob]
 
@@ -409,8 +411,44 @@ async def test_job_refunds_sum_what_each_job_was_given_back(store: Store, new_jo
     await store.fail_job(failed, state="failed", error="boom", now=NOW)
     await store.mark_delivered(partial, result_channel_id=1, result_message_id=2, refund=300, now=NOW)
     await store.mark_delivered(whole, result_channel_id=1, result_message_id=3, now=NOW)
-    assert await store.job_refunds([failed, partial, whole]) == {failed: 300, partial: 300}
-    assert await store.job_refunds([]) == {}
+    assert await store.job_refunds(guild_id=GUILD, job_ids=[failed, partial, whole]) == {failed: 300, partial: 300}
+    assert await store.job_refunds(guild_id=GUILD, job_ids=[]) == {}
+
+
+async def test_job_refunds_leave_out_other_guilds_jobs(store: Store, new_job: NewJobFactory) -> None:
+    ours = await reserved(store, new_job(cost=300), [])
+    theirs = await reserved(store, new_job(guild_id=OTHER_GUILD, cost=200), [])
+    for job_id in (ours, theirs):
+        await store.fail_job(job_id, state="failed", error="boom", now=NOW)
+    assert await store.job_refunds(guild_id=GUILD, job_ids=[ours, theirs]) == {ours: 300}
+    assert await store.job_refunds(guild_id=OTHER_GUILD, job_ids=[theirs, ours]) == {theirs: 200}
+
+
+async def test_job_refunds_take_any_number_of_ids(
+    store_factory: StoreFactory, new_job: NewJobFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if store_factory.backend == "sqlite":
+        # PostgreSQL takes at most 32,767 parameters per query. SQLite takes 32,766 since 3.32 (Debian's build far
+        # more), 999 before: be that older build.
+        connect = sqlite3.connect
+
+        def old_sqlite(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+            conn = connect(*args, **kwargs)
+            conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+            return conn
+
+        monkeypatch.setattr(sqlite3, "connect", old_sqlite)
+    store = store_factory()
+    await store.open()
+    first, middle, last, delivered = [await reserved(store, new_job(cost=100 * n), []) for n in (1, 2, 3, 4)]
+    elsewhere = await reserved(store, new_job(guild_id=OTHER_GUILD, cost=500), [])
+    for job_id in (first, middle, last, elsewhere):
+        await store.fail_job(job_id, state="failed", error="boom", now=NOW)
+    await store.mark_delivered(delivered, result_channel_id=1, result_message_id=2, refund=50, now=NOW)
+
+    ids = list(range(10**12, 10**12 + 40_000))  # no such jobs
+    ids[0], ids[13_333], ids[20_000], ids[26_666], ids[-2], ids[-1] = first, elsewhere, middle, first, delivered, last
+    assert await store.job_refunds(guild_id=GUILD, job_ids=ids) == {first: 100, middle: 200, last: 300, delivered: 50}
 
 
 async def test_text_with_a_nul_character_is_stored_by_both_backends(store: Store, new_job: NewJobFactory) -> None:
