@@ -477,6 +477,11 @@ class SqlStore(Store):
     def _connection(self) -> AbstractAsyncContextManager[Connection]:
         """A connection for reads outside an explicit transaction."""
 
+    def _report_connection(self) -> AbstractAsyncContextManager[Connection]:
+        """A connection for a long read-only query (a period's ledger), outside an explicit transaction:
+        ``_connection()``, unless the backend's writers would wait for it there (SQLite's one connection)."""
+        return self._connection()
+
     @abstractmethod
     def _guild_lock_statements(self, guild_id: int, *, everyone: bool) -> list[Statement]:
         """Statements that serialise, until the transaction ends, with every other reservation in the guild
@@ -1003,7 +1008,7 @@ class SqlStore(Store):
         return given
 
     async def ledger(self, *, guild_id: int, since: datetime, until: datetime) -> list[LedgerEntry]:
-        async with self._connection() as conn:
+        async with self._report_connection() as conn:
             rows = await conn.fetch(
                 f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE guild_id = $1 AND charged_at >= $2 AND charged_at < $3 "
                 "ORDER BY charged_at, id",
@@ -1015,7 +1020,7 @@ class SqlStore(Store):
         return await asyncio.to_thread(lambda: [_ledger_entry(row) for row in rows])
 
     async def usage_by_member(self, *, guild_id: int, since: datetime, until: datetime) -> list[tuple[int, int]]:
-        async with self._connection() as conn:
+        async with self._report_connection() as conn:
             rows = await conn.fetch(
                 "SELECT user_id, SUM(amount) AS used FROM ledger "
                 "WHERE guild_id = $1 AND charged_at >= $2 AND charged_at < $3 "

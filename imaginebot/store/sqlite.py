@@ -1,4 +1,4 @@
-"""The store on a SQLite file, through aiosqlite: one shared connection in WAL mode."""
+"""The store on a SQLite file, through aiosqlite: one shared connection in WAL mode, and a read-only one for reports."""
 
 from __future__ import annotations
 
@@ -69,6 +69,22 @@ async def _roll_back(db: aiosqlite.Connection) -> None:
         pass  # no transaction was open
 
 
+async def _connect(database: Path | str, **kwargs: Any) -> aiosqlite.Connection:
+    """``aiosqlite.connect``, without leaving its worker thread behind when connecting fails.
+
+    aiosqlite stops its thread without waiting for it: if the bot then stops (it cannot start without its
+    database), the thread outlives the event loop and prints a traceback over the reason.
+    """
+    connecting = aiosqlite.connect(database, **kwargs)
+    try:
+        return await connecting
+    except BaseException:
+        worker = getattr(connecting, "_thread", None)
+        if worker is not None and worker.is_alive():
+            await asyncio.to_thread(worker.join, 5)
+        raise
+
+
 def _prepared(query: str, args: Sequence[Any]) -> tuple[str, list[Any]]:
     text, order = _sqlite_query(query)
     return text, [_sqlite_value(args[index]) for index in order]
@@ -121,7 +137,13 @@ class SqliteStore(SqlStore):
     """The store in a SQLite file. One process per file: all work goes through one connection, one
     transaction at a time (an asyncio lock), and writes start with BEGIN IMMEDIATE so that another process
     opening the same file waits instead of interleaving. Transactions that need no Python between their
-    statements (reservations, job updates) are group-committed (``store/group_commit.py``)."""
+    statements (reservations, job updates) are group-committed (``store/group_commit.py``).
+
+    Reports (a period's ledger: hundreds of thousands of rows on a busy server, a second or more) read on a
+    second, read-only connection instead, opened at the first report: in WAL mode a reader does not block the
+    writer, nor the writer it, so reservations go on meanwhile. Without WAL (an in-memory database, whose second
+    connection would be a second, empty database; a file SQLite would not switch) a reader would block every
+    commit until it finished, so reports share the one connection there."""
 
     type_names = MappingProxyType(
         {
@@ -139,6 +161,10 @@ class SqliteStore(SqlStore):
         self._busy_timeout_ms = busy_timeout_ms
         self._db: aiosqlite.Connection | None = None
         self._conn: _SqliteConnection | None = None
+        self._wal = False
+        # The reports' connection (see the class docstring), and the lock that opens and closes it.
+        self._reader: aiosqlite.Connection | None = None
+        self._reader_lock = asyncio.Lock()
         # The connection is shared, so a transaction must not see another coroutine's statements.
         self._lock = asyncio.Lock()
         self._group_commit = GroupCommit(self._lock, lambda: self._connected()[0])
@@ -152,20 +178,13 @@ class SqliteStore(SqlStore):
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: no implicit transactions; every transaction here is explicit.
-        connecting = aiosqlite.connect(self.path, isolation_level=None)
-        try:
-            db = await connecting
-        except BaseException:
-            # aiosqlite stops its worker thread without waiting for it: if the bot then stops (it cannot start
-            # without its database), the thread outlives the event loop and prints a traceback over the reason.
-            worker = getattr(connecting, "_thread", None)
-            if worker is not None and worker.is_alive():
-                await asyncio.to_thread(worker.join, 5)
-            raise
+        db = await _connect(self.path, isolation_level=None)
         try:
             db.row_factory = aiosqlite.Row
             await db.execute_fetchall(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-            await self._enable_wal(db)
+            self._wal = await self._enable_wal(db)
+            if not self._wal and str(self.path) != ":memory:":
+                log.warning("SQLite could not use WAL mode for %s: reports will hold up reservations", self.path)
             # WAL with synchronous=NORMAL stays consistent after a crash; only the last commits may be lost.
             await db.execute_fetchall("PRAGMA synchronous = NORMAL")
             await db.execute_fetchall("PRAGMA foreign_keys = ON")
@@ -177,8 +196,9 @@ class SqliteStore(SqlStore):
             raise
         log.info("opened SQLite store at %s", self.path)
 
-    async def _enable_wal(self, db: aiosqlite.Connection) -> None:
-        """Switch the file to WAL mode, waiting out another opener that holds the lock.
+    async def _enable_wal(self, db: aiosqlite.Connection) -> bool:
+        """Switch the file to WAL mode, waiting out another opener that holds the lock; whether it is in WAL mode
+        now (an in-memory database never is).
 
         Changing the journal mode does not go through SQLite's busy handler: while another connection is
         migrating a fresh file, it fails at once with "database is locked" instead of waiting busy_timeout.
@@ -186,21 +206,27 @@ class SqliteStore(SqlStore):
         deadline = time.monotonic() + self._busy_timeout_ms / 1000
         while True:
             try:
-                await db.execute_fetchall("PRAGMA journal_mode = WAL")
-                return
+                [(mode,)] = await db.execute_fetchall("PRAGMA journal_mode = WAL")
+                return str(mode).lower() == "wal"
             except sqlite3.OperationalError as error:
                 if "locked" not in str(error) or time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.02)
 
     async def close(self) -> None:
-        """Close the connection (safe to call twice)."""
+        """Close the connections (safe to call twice), once the work already sent to them is done."""
         if self._db is not None:
             await self._group_commit.drain()
         db, self._db, self._conn = self._db, None, None
-        if db is not None:
-            async with self._lock:
-                await db.close()
+        try:
+            async with self._reader_lock:
+                reader, self._reader = self._reader, None
+                if reader is not None:
+                    await reader.close()
+        finally:
+            if db is not None:
+                async with self._lock:
+                    await db.close()
 
     def _connected(self) -> tuple[aiosqlite.Connection, _SqliteConnection]:
         if self._db is None or self._conn is None:
@@ -223,6 +249,37 @@ class SqliteStore(SqlStore):
     async def _connection(self) -> AsyncIterator[Connection]:
         async with self._lock:
             yield self._connected()[1]
+
+    @asynccontextmanager
+    async def _report_connection(self) -> AsyncIterator[Connection]:
+        reader = await self._open_reader()
+        if reader is None:
+            async with self._connection() as conn:
+                yield conn
+        else:
+            # Not under the store's lock: that is the point. aiosqlite runs the reader's statements one at a
+            # time on its own thread, and each one alone reads one snapshot of the database.
+            yield _SqliteConnection(reader)
+
+    async def _open_reader(self) -> aiosqlite.Connection | None:
+        """The reports' read-only connection, opened at the first report; None when reports must share the main
+        connection (no WAL, see the class docstring)."""
+        self._connected()
+        if not self._wal:
+            return None
+        async with self._reader_lock:
+            self._connected()  # the store may have been closed while this waited
+            if self._reader is None:
+                # A URI, for mode=ro; as_uri() quotes what a path may hold that a URI may not ("?", "#", "%").
+                reader = await _connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+                try:
+                    reader.row_factory = aiosqlite.Row
+                    await reader.execute_fetchall(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+                except BaseException:
+                    await reader.close()
+                    raise
+                self._reader = reader
+            return self._reader
 
     def _guild_lock_statements(self, guild_id: int, *, everyone: bool) -> list[Statement]:
         # Nothing to add: the asyncio lock and BEGIN IMMEDIATE already make every write transaction exclusive.
