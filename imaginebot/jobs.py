@@ -387,6 +387,14 @@ class JobService:
         job = await self.store.get_job(job_id)
         return job is not None and job.state == "cancelled"
 
+    async def until_posted(self, job_id: int) -> None:
+        """Wait until a result being posted is all posted and recorded (or its failure is): a Delete pressed under
+        its first part must know every part. Returns at once for any other job; cancelling the wait leaves the
+        job's own task running."""
+        task = self._delivering.get(job_id)
+        if task is not None and task is not asyncio.current_task():
+            await asyncio.wait([task])
+
     @property
     def stopping(self) -> bool:
         """Whether the bot is stopping: no job starts any more (see close())."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -24,6 +25,8 @@ NOT_CANCELLED = "Something went wrong on the bot's side, so I could not cancel t
 NOT_DELETED = "Something went wrong on the bot's side, so nothing was deleted. Please try again."
 # The least time Edit & re-roll gives the job's read before asking to press again (see open_edit_modal).
 MODAL_READ_FLOOR = 0.5
+# How long Delete waits for a result still being posted (see delete), before deleting what it knows of.
+POSTING_WAIT = 60.0
 # Re-roll and Edit & re-roll run /imagine again: not for a member Discord would not let run it in this channel.
 NO_COMMANDS_HERE = "You can't use commands in this channel, so Re-roll and Edit & re-roll aren't available to you here."
 CANCEL_AFTER_RESTART = "I'm restarting right now; this request waits for me. Press Cancel again in a minute."
@@ -202,6 +205,16 @@ async def delete(interaction: Interaction, job_id: int) -> None:
             return
         await acknowledge(interaction, "update")
         deferral_for(interaction, "update").settled = True  # from here a failure is not "nothing was deleted"
+        if job.state == "running":
+            # Pressed under a result still being posted, or posted and not yet recorded: its other parts are only
+            # known (and only all on Discord) once the delivery is done, so wait for it rather than leave them.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(POSTING_WAIT):
+                    await interaction.client.jobs.until_posted(job.id)
+            try:
+                job = await interaction.client.store.get_job(job.id) or job
+            except Exception:
+                log.warning("job %s: could not read where its result went; deleting the pressed message", job.id)
         await _remove_result(interaction, job)
 
 

@@ -121,6 +121,23 @@ async def test_large_images_that_each_fit_are_split_across_messages_under_the_re
     await world.discord.wait_for(lambda: all(m.deleted for m in messages), timeout=10, what="every part deleted")
 
 
+async def test_delete_pressed_before_a_split_result_is_recorded_still_removes_every_part(world: World) -> None:
+    world.guild.attachment_size_limit = 50 * 1024 * 1024
+    world.onemin.noisy = True  # four ~12 MB images: two messages
+    await world.start_bot()
+    # The second part reaches Discord, but its answer is held: the bot has not yet recorded where the result is.
+    world.discord.hold_answer_next("POST", "/webhooks/", seconds=3)
+    interaction = await world.imagine(prompt="four heavy images", size="2048x2048", count=4, quality="low")
+    await interaction.wait_for(has_attachments(4), timeout=90)
+    messages = [m for m in interaction.messages if m.attachments]
+    assert len(messages) >= 2
+
+    first = messages[0]
+    click = await world.discord.click(world.member, world.channel, first, button_id(first, "Delete"))
+    await click.wait_for_callback(timeout=3)
+    await world.discord.wait_for(lambda: all(m.deleted for m in messages), timeout=15, what="every part deleted")
+
+
 async def test_a_database_that_cannot_be_opened_stops_the_bot_with_one_line_naming_it(world: World) -> None:
     env = world.env(DATABASE_URL="sqlite:////proc/imagine.db")  # logs in to the fake, then cannot create the file
     process = await asyncio.create_subprocess_exec(
