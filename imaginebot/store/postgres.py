@@ -189,13 +189,38 @@ class PostgresStore(SqlStore):
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[Connection]:
-        async with self._connected().acquire() as conn, conn.transaction():
+        async with self._pooled() as conn, conn.transaction():
             yield conn
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[Connection]:
-        async with self._connected().acquire() as conn:
+        async with self._pooled() as conn:
             yield conn
+
+    @asynccontextmanager
+    async def _pooled(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection from the pool, given back at the end; a failure to give it back is not the caller's.
+
+        asyncpg resets a connection as it takes it back, and when that fails (the server dropped the connection
+        after the work on it was done: a restart, a terminated backend) it closes it, so that a new one replaces
+        it, and raises. Raised to the caller, that error would undo a success: a reservation already committed
+        answered "nothing was charged" and left queued with its credits held, a refund already written taken for
+        not written. The caller's own error, if it had one, is what it gets.
+        """
+        pool = self._connected()
+        conn = await pool.acquire()
+        try:
+            yield conn
+        finally:
+            try:
+                await pool.release(conn)
+            except Exception as error:
+                log.warning(
+                    "a PostgreSQL connection failed as it was given back to the pool (%s: %s); closed, the work done "
+                    "on it stands",
+                    type(error).__name__,
+                    error,
+                )
 
     def _guild_lock_statements(self, guild_id: int, *, everyone: bool) -> list[Statement]:
         guild = Statement("SELECT pg_advisory_xact_lock($1)", (_guild_key(guild_id),))
