@@ -9,11 +9,11 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import aiohttp
 
@@ -32,6 +32,7 @@ from imaginebot.scheduler import FairScheduler
 from imaginebot.store import BudgetCheck, Job, NewJob, Refused, Reserved, Store
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Back-off when a 429 names no Retry-After (a CDN's HTML page usually does not): 5 s, 10 s, 20 s ... capped.
 BACKOFF_START = 5.0
@@ -489,7 +490,7 @@ class JobService:
             job = known or await self.store.get_job(job_id)
             # A job that waited in the queue is written as running now; one that found a free slot was already
             # written so when it was reserved.
-            if job is None or (job.state != "running" and not await self.store.mark_running(job_id)):
+            if job is None or (job.state != "running" and not await self._mark_running(job_id)):
                 self._forget(job_id)
                 return
         except Exception:
@@ -610,28 +611,19 @@ class JobService:
         start finds the result on Discord and records it (``recover``), or, if it cannot tell (the token expired,
         the result was split or posted in the channel), refunds the job like any interrupted one.
         """
-        waits = itertools.chain(RECORD_RETRY_WAITS, itertools.repeat(RECORD_RETRY_WAITS[-1] * 6))
-        for attempt in itertools.count(1):
-            try:
-                await asyncio.shield(
-                    self.store.mark_delivered(
-                        job.id,
-                        result_channel_id=receipt.channel_id,
-                        result_message_id=receipt.message_id,
-                        reported_credits=result.reported_credits,
-                        generator_record_id=result.record_id,
-                        result_extra_message_ids=receipt.extra_message_ids,
-                        refund=refund,
-                    )
-                )
-                break
-            except Exception:
-                wait = next(waits)
-                if attempt == len(RECORD_RETRY_WAITS) + 1:
-                    log.exception("job %s was delivered but cannot be recorded; trying every %.0f s", job.id, wait)
-                else:
-                    log.warning("job %s: recording its delivery failed (attempt %s), trying again", job.id, attempt)
-                await asyncio.sleep(wait)
+        await self._write_until_done(
+            job.id,
+            "its delivery",
+            lambda: self.store.mark_delivered(
+                job.id,
+                result_channel_id=receipt.channel_id,
+                result_message_id=receipt.message_id,
+                reported_credits=result.reported_credits,
+                generator_record_id=result.record_id,
+                result_extra_message_ids=receipt.extra_message_ids,
+                refund=refund,
+            ),
+        )
         log.info(
             "job %s delivered: generation %s, %d image(s) in %.1f s at the generator, reported credit %s",
             job.id,
@@ -640,6 +632,37 @@ class JobService:
             result.elapsed,
             result.reported_credits,
         )
+
+    async def _mark_running(self, job_id: int) -> bool:
+        """Write a queued job as running; whether it is now this start's to run. Not if it was cancelled
+        meanwhile; but yes if an earlier try of this start was written after all and only its answer was lost (a
+        connection dropped after COMMIT): nothing else sets a queued job running."""
+        if await self.store.mark_running(job_id):
+            return True
+        current = await self.store.get_job(job_id)
+        return current is not None and current.state == "running"
+
+    async def _write_until_done(self, job_id: int, what: str, write: Callable[[], Awaitable[T]]) -> T:
+        """Run a store write that settles a job (``what`` it records, for the log) until it succeeds: after 0.5, 2
+        and 5 s, then every 30 s, for as long as the bot runs. Each attempt goes on even if the bot is stopping.
+
+        For writes that must not be given up: the outcome they record has already happened (images on Discord, a
+        generation that failed), and until one is written the job stays running, its credits held and its member
+        shown "generating". Each such write is safe to repeat: one that committed but whose answer was lost
+        changes nothing the second time.
+        """
+        waits = itertools.chain(RECORD_RETRY_WAITS, itertools.repeat(RECORD_RETRY_WAITS[-1] * 6))
+        for attempt in itertools.count(1):
+            try:
+                return await asyncio.shield(write())
+            except Exception:
+                wait = next(waits)
+                if attempt == len(RECORD_RETRY_WAITS) + 1:
+                    log.exception("job %s: %s cannot be recorded; trying every %.0f s", job_id, what, wait)
+                else:
+                    log.warning("job %s: recording %s failed (attempt %s), trying again", job_id, what, attempt)
+                await asyncio.sleep(wait)
+        raise AssertionError("unreachable")
 
     async def _generate(self, job: Job, options: ImagineOptions) -> GenerationResult:
         """One POST; after a 429 only (the request was not taken) wait and send it again, as often as it takes.
@@ -715,15 +738,21 @@ class JobService:
         self.scheduler.submit(job_id, user_id, first=True)  # ignored once the bot is stopping
 
     async def _fail(self, job: Job, detail: str, sentence: str | None, result: GenerationResult | None) -> None:
-        # A stopping bot lets the record and the notice finish, as it does a result being posted (close()).
+        # A stopping bot lets the record and the notice finish, as it does a result being posted (close()). The
+        # record is retried until the store takes it (the member is told once it is refunded): a store down at
+        # that moment must not leave the job "generating" with its credits held until the next start.
         if (task := asyncio.current_task()) is not None:
             self._delivering[job.id] = task
-        refunded = await self.store.fail_job(
+        refunded = await self._write_until_done(
             job.id,
-            state="failed",
-            error=detail,
-            reported_credits=result.reported_credits if result else None,
-            generator_record_id=result.record_id if result else None,
+            "its failure",
+            lambda: self.store.fail_job(
+                job.id,
+                state="failed",
+                error=detail,
+                reported_credits=result.reported_credits if result else None,
+                generator_record_id=result.record_id if result else None,
+            ),
         )
         if refunded:
             log.info("job %s refunded %s", job.id, job.cost)

@@ -395,6 +395,54 @@ async def test_a_failure_being_told_as_the_bot_stops_is_told_to_the_end(
     assert await harness.used() == 0
 
 
+async def test_a_generator_failure_while_the_store_is_down_is_recorded_when_it_returns_and_told(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs_module, "RECORD_RETRY_WAITS", (0.01, 0.01))  # then every 0.06 s
+    real_fail_job = harness.store.fail_job
+    calls: list[int] = []
+
+    async def down_for_a_while(job_id: int, **kwargs: Any) -> bool:
+        calls.append(job_id)
+        if len(calls) <= 4:
+            raise ConnectionRefusedError("the database server is restarting")
+        return await real_fail_job(job_id, **kwargs)
+
+    monkeypatch.setattr(harness.store, "fail_job", down_for_a_while)
+    harness.generator.errors = [ContentRejected("HTTP 400 moderation_blocked")]
+    job = await harness.submit()
+    await wait_until(lambda: len(calls) == 3, 5, "tries while the store is down")
+    assert "failed" not in harness.events.kinds()  # not told "refunded" before it is
+    assert (await harness.store.get_job(job.id)).state == "running"  # type: ignore[union-attr]
+    assert (await harness.settled(job)).state == "failed"
+    await harness.events.wait_for("failed")
+    assert await harness.used() == 0
+
+
+async def test_a_failure_written_whose_answer_was_lost_is_told_and_refunded_once(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs_module, "RECORD_RETRY_WAITS", (0.01,))
+    real_fail_job = harness.store.fail_job
+    lost: list[bool] = []
+
+    async def commits_then_fails(job_id: int, **kwargs: Any) -> bool:
+        refunded = await real_fail_job(job_id, **kwargs)
+        if not lost:
+            lost.append(refunded)
+            raise ConnectionResetError("the answer was lost after COMMIT")
+        return refunded
+
+    monkeypatch.setattr(harness.store, "fail_job", commits_then_fails)
+    harness.generator.errors = [ContentRejected("HTTP 400 moderation_blocked")]
+    job = await harness.submit()
+    await harness.events.wait_for("failed")
+    assert lost == [True]
+    assert (await harness.store.get_job(job.id)).state == "failed"  # type: ignore[union-attr]
+    assert await harness.used() == 0  # refunded by the first write, not again by the second
+    assert harness.events.kinds().count("failed") == 1
+
+
 async def test_images_the_generator_did_not_send_are_refunded_at_their_share(harness: Harness) -> None:
     harness.generator.short_by = 3
     job = await harness.submit(count=4)
@@ -456,6 +504,32 @@ async def test_a_queued_job_whose_start_the_store_refuses_is_queued_again_not_st
     for job in (first, second, third):
         assert (await harness.settled(job)).state == "delivered"
     assert not failures
+
+
+async def test_a_start_written_whose_answer_was_lost_still_runs_the_job(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs_module, "START_RETRY", 0.05)
+    gate = harness.hold_deliveries()
+    first, second = await harness.submit(), await harness.submit()
+    third = await harness.submit()  # queued
+    real_mark_running = harness.store.mark_running
+    lost: list[bool] = []
+
+    async def commits_then_fails(job_id: int, **kwargs: Any) -> bool:
+        written = await real_mark_running(job_id, **kwargs)
+        if not lost:
+            lost.append(written)
+            raise ConnectionResetError("the answer was lost after COMMIT")
+        return written
+
+    monkeypatch.setattr(harness.store, "mark_running", commits_then_fails)
+    gate.set()
+    # The retry finds the row already running (its own earlier write): the job goes to the generator, not left
+    # "running" with its credits held and its member shown a queue position until the next start.
+    for job in (first, second, third):
+        assert (await harness.settled(job)).state == "delivered"
+    assert lost == [True] and harness.generator.posts == 3
 
 
 async def test_a_job_whose_start_is_about_to_be_retried_can_be_cancelled(
