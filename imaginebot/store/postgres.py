@@ -267,6 +267,11 @@ class PostgresStore(SqlStore):
         pg = cast(asyncpg.Connection, conn)
         await pg.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATIONS_KEY, timeout=MIGRATION_TIMEOUT)
 
+    async def _has_migrations_table(self, conn: Connection) -> bool:
+        # Resolved through the search_path, as the store's unqualified queries are.
+        [row] = await conn.fetch("SELECT to_regclass('schema_migrations') IS NOT NULL AS present")
+        return bool(row["present"])
+
     async def _run_script(self, conn: Connection, script: str) -> None:
         # Without arguments asyncpg sends the simple query protocol, which runs several statements.
         await cast(asyncpg.Connection, conn).execute(script, timeout=MIGRATION_TIMEOUT)

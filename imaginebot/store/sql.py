@@ -516,6 +516,10 @@ class SqlStore(Store):
     async def _run_script(self, conn: Connection, script: str) -> None:
         """Run several ``;``-separated statements inside the current transaction."""
 
+    @abstractmethod
+    async def _has_migrations_table(self, conn: Connection) -> bool:
+        """Whether schema_migrations exists where the store's queries find it."""
+
     async def _after_migrations(self, conn: Connection) -> None:
         """Backend-specific objects built on the schema (PostgreSQL's reservation function), inside the migrations'
         transaction and lock, at every start (nothing by default)."""
@@ -525,7 +529,10 @@ class SqlStore(Store):
         migrations = load_migrations()
         async with self._transaction() as conn:
             await self._lock_migrations(conn)
-            await self._run_script(conn, string.Template(_BOOTSTRAP).substitute(self.type_names))
+            # Only on a fresh database: even CREATE ... IF NOT EXISTS takes the right to create in the schema, which
+            # a bot whose database an administrator set up (and keeps upgraded) need not have.
+            if not await self._has_migrations_table(conn):
+                await self._run_script(conn, string.Template(_BOOTSTRAP).substitute(self.type_names))
             applied = {int(row["version"]) for row in await conn.fetch("SELECT version FROM schema_migrations")}
             for migration in migrations:
                 if migration.version in applied:

@@ -294,6 +294,10 @@ class SqliteStore(SqlStore):
         # BEGIN IMMEDIATE already holds the database's write lock.
         return None
 
+    async def _has_migrations_table(self, conn: Connection) -> bool:
+        rows = await conn.fetch("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'")
+        return bool(rows)
+
     async def _run_script(self, conn: Connection, script: str) -> None:
         # Not executescript(): it would commit the transaction the migration runs in.
         for statement in split_statements(script):

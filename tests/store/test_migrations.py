@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import asyncpg
@@ -39,6 +40,28 @@ async def test_reopening_applies_nothing_twice_and_keeps_the_data(
     await second.open()
     assert await second.get_job(result.job.id) == result.job
     assert await schema_migrations(store_factory, second) == [(m.version, m.name) for m in load_migrations()]
+
+
+async def test_a_start_on_an_up_to_date_database_runs_no_ddl(
+    store_factory: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not even CREATE TABLE IF NOT EXISTS: on PostgreSQL that takes the right to create in the schema, which a
+    bot whose database an administrator migrated need not have (USAGE and the tables' rights are enough)."""
+    first = store_factory()
+    await first.open()
+    await first.close()
+    second = store_factory()
+    scripts: list[str] = []
+    run_script = type(second)._run_script
+
+    async def recorded(self: Any, conn: Any, script: str) -> None:
+        scripts.append(script)
+        await run_script(self, conn, script)
+
+    monkeypatch.setattr(type(second), "_run_script", recorded)
+    await second.open()
+    assert scripts == []
+    await second.close()
 
 
 async def test_two_stores_opening_a_fresh_database_at_once_migrate_it_once(store_factory: StoreFactory) -> None:
