@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -213,6 +214,8 @@ class JobService:
         self._rate_limited: dict[int, asyncio.Future[bool]] = {}
         # The tasks of jobs posting their results or telling their failure, by job id (see close()).
         self._delivering: dict[int, asyncio.Task[object]] = {}
+        # Other tasks settling a job and telling its member (a Cancel click), which a stop also waits for.
+        self._telling: set[asyncio.Task[object]] = set()
 
     def cost_of(self, options: ImagineOptions) -> int:
         """The request's cost in hundredths of a credit."""
@@ -388,6 +391,21 @@ class JobService:
         job = await self.store.get_job(job_id)
         return job is not None and job.state == "cancelled"
 
+    @contextlib.contextmanager
+    def telling(self) -> Iterator[None]:
+        """While the current task settles a job and tells its member (a Cancel click: its write, then its answer),
+        a stop waits for it as for a result being posted (see close()): cut off between the two, the job would be
+        refunded while its status still showed "queued" and a Cancel button, for good."""
+        task = asyncio.current_task()
+        if task is None:
+            yield
+            return
+        self._telling.add(task)
+        try:
+            yield
+        finally:
+            self._telling.discard(task)
+
     async def until_posted(self, job_id: int) -> None:
         """Wait until a result being posted is all posted and recorded (or its failure is): a Delete pressed under
         its first part must know every part. Returns at once for any other job; cancelling the wait leaves the
@@ -454,9 +472,9 @@ class JobService:
         self.scheduler.stop_starting()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + DELIVERY_GRACE_SECONDS
-        while self._delivering and (left := deadline - loop.time()) > 0:
-            log.info("stopping: waiting up to %.0f s for %d job(s) posting or telling", left, len(self._delivering))
-            await asyncio.wait(list(self._delivering.values()), timeout=left)
+        while (finishing := [*self._delivering.values(), *self._telling]) and (left := deadline - loop.time()) > 0:
+            log.info("stopping: waiting up to %.0f s for %d job(s) posting or telling", left, len(finishing))
+            await asyncio.wait(finishing, timeout=left)
         await self.scheduler.close()
         for task in list(self._background):
             task.cancel()

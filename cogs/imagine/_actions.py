@@ -72,37 +72,42 @@ async def cancel(interaction: Interaction, job_id: int) -> None:
         job = await _job_to_manage(interaction, job_id, "cancel")
         if job is None:
             return
-        bot = interaction.client
-        if not await bot.jobs.cancel(job_id, actor_id=interaction.user.id):
-            if await bot.jobs.was_cancelled(job_id):
-                await refuse(interaction, "This request was already cancelled (and refunded).")
-                return
-            if bot.jobs.stopping and job.state == "queued":  # waiting for the next start, in no line of this one
-                await refuse(interaction, CANCEL_AFTER_RESTART)
-                return
-            await refuse(
-                interaction, "This request has already started (or finished), so it can no longer be cancelled."
-            )
+        with interaction.client.jobs.telling():  # a stop lets the write and its answer both finish
+            await _cancel(interaction, job)
+
+
+async def _cancel(interaction: Interaction, job: Job) -> None:
+    """Cancel ``job`` for the clicker (allowed to), and show it on the pressed status."""
+    job_id = job.id
+    bot = interaction.client
+    if not await bot.jobs.cancel(job_id, actor_id=interaction.user.id):
+        if await bot.jobs.was_cancelled(job_id):
+            await refuse(interaction, "This request was already cancelled (and refunded).")
             return
-        deferral = deferral_for(interaction, "update")
-        deferral.settled = True  # cancelled and refunded: a failure from here on is not "could not cancel"
-        in_flight = bot.messenger.status_edits_in_flight(job_id)
-        bot.messenger.forget(job_id)
-        who = "" if interaction.user.id == job.user_id else f" by moderator <@{interaction.user.id}>"
-        cancelled = {"content": f"🚫 Cancelled{who}. <@{job.user_id}> was refunded {_render.credits_text(job.cost)}."}
-        try:
-            if await deferral.deferred():  # the store was slow: the pressed status is edited through the token
-                await interaction.edit_original_response(**cancelled, view=None, allowed_mentions=_render.NO_PINGS)
-            else:
-                await interaction.response.edit_message(**cancelled, view=None, allowed_mentions=_render.NO_PINGS)
-        except DISCORD_FAILURES as error:
-            # Cancelled and refunded, but the click could not change the status: the job's own token says it, so
-            # the status does not keep "queued" and a Cancel button for good.
-            log.info("job %s: the Cancel click could not edit the status (%s)", job.id, failure_text(error))
-            bot.messenger.restate_after(job, in_flight, {**cancelled, "view": None})
+        if bot.jobs.stopping and job.state == "queued":  # waiting for the next start, in no line of this one
+            await refuse(interaction, CANCEL_AFTER_RESTART)
             return
-        if in_flight:  # an edit on the job's own token may land after this answer: say it again once they are done
-            bot.messenger.restate_after(job, in_flight, {**cancelled, "view": None})
+        await refuse(interaction, "This request has already started (or finished), so it can no longer be cancelled.")
+        return
+    deferral = deferral_for(interaction, "update")
+    deferral.settled = True  # cancelled and refunded: a failure from here on is not "could not cancel"
+    in_flight = bot.messenger.status_edits_in_flight(job_id)
+    bot.messenger.forget(job_id)
+    who = "" if interaction.user.id == job.user_id else f" by moderator <@{interaction.user.id}>"
+    cancelled = {"content": f"🚫 Cancelled{who}. <@{job.user_id}> was refunded {_render.credits_text(job.cost)}."}
+    try:
+        if await deferral.deferred():  # the store was slow: the pressed status is edited through the token
+            await interaction.edit_original_response(**cancelled, view=None, allowed_mentions=_render.NO_PINGS)
+        else:
+            await interaction.response.edit_message(**cancelled, view=None, allowed_mentions=_render.NO_PINGS)
+    except DISCORD_FAILURES as error:
+        # Cancelled and refunded, but the click could not change the status: the job's own token says it, so
+        # the status does not keep "queued" and a Cancel button for good.
+        log.info("job %s: the Cancel click could not edit the status (%s)", job.id, failure_text(error))
+        bot.messenger.restate_after(job, in_flight, {**cancelled, "view": None})
+        return
+    if in_flight:  # an edit on the job's own token may land after this answer: say it again once they are done
+        bot.messenger.restate_after(job, in_flight, {**cancelled, "view": None})
 
 
 async def rerun(interaction: Interaction, options: ImagineOptions, prompt: str | None = None) -> None:

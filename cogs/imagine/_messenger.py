@@ -76,6 +76,8 @@ class JobMessenger:
         self._edits: dict[int, set[asyncio.Task[None]]] = {}
         # Jobs found at start with part of a result already on their message (see posted_before): kept as it is.
         self._partly_posted: set[int] = set()
+        # Jobs whose message could not be checked at start (posted_before failed): it may carry the result.
+        self._unconfirmed: set[int] = set()
 
     # -- helpers ------------------------------------------------------------------------------------------------
 
@@ -334,10 +336,18 @@ class JobMessenger:
 
     async def _before_last_word(self, job: Job) -> None:
         """Before the result or a failure notice: the first response is settled, no status edit is left waiting,
-        and the "generating" edit, if one is in flight, is done (what comes next must replace it)."""
+        and the "generating" edit, if one is in flight, is done (what comes next must replace it).
+
+        Any older edit still on its way (a queue position, a 429's wait) is called off: discord.py sends an edit
+        Discord answered with a 429 again after its wait, and in the channel (a job past its token) nothing keeps
+        it from landing after the result and showing "queued" with a Cancel button for good.
+        """
         await self._first_response_settled(job)
         self._cancel_pending(job.id)
         task = self._starting.pop(job.id, None)
+        for older in self.status_edits_in_flight(job.id):
+            if older is not task:
+                older.cancel()
         if task is not None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(task)
@@ -380,15 +390,22 @@ class JobMessenger:
         self.forget(job.id)
         partly_posted = job.id in self._partly_posted
         self._partly_posted.discard(job.id)
+        unconfirmed = job.id in self._unconfirmed
+        self._unconfirmed.discard(job.id)
         content = _render.interrupted_message(job, partly_posted=partly_posted)
         if self.token_alive(job):
             try:
                 # The status first: if it is still the "thinking" placeholder, an edit resolves it, where a
                 # followup would replace it (and the edit would then overwrite the followup). Not when it already
-                # carries part of the result: that stays for the member.
+                # carries part of the result: that stays for the member. When that could not be checked, only
+                # the text changes: a result there keeps its images and its buttons.
                 if not partly_posted:
                     with contextlib.suppress(discord.HTTPException):
-                        await self.edit_status(job, content="⚠️ Interrupted by a restart (refunded).", view=None)
+                        await self.edit_status(
+                            job,
+                            content="⚠️ Interrupted by a restart (refunded).",
+                            **({} if unconfirmed else {"view": None}),
+                        )
                 await self.webhook(job).send(content, allowed_mentions=_render.NO_PINGS)
                 return
             except discord.HTTPException as error:
@@ -417,6 +434,11 @@ class JobMessenger:
             message = await self.webhook(job).fetch_message(message_id)
         except discord.NotFound:
             return None
+        except BaseException:
+            # Discord could not say (down, or slower than the check's time limit, which cancels this): the message
+            # may carry the whole result, so telling about the restart must not overwrite it (see on_interrupted).
+            self._unconfirmed.add(job.id)
+            raise
         attached = len([a for a in message.attachments if a.filename.startswith("imagine-")])
         if attached < count:
             if attached or message.embeds:  # a status has neither: this is (part of) the result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -117,7 +118,10 @@ def cancel_click(*, cancelled: bool, stopping: bool = False, state: str = "queue
     job.state = state
     interaction.client.store.get_job = AsyncMock(return_value=job)
     interaction.client.jobs = SimpleNamespace(
-        cancel=AsyncMock(return_value=cancelled), was_cancelled=AsyncMock(return_value=False), stopping=stopping
+        cancel=AsyncMock(return_value=cancelled),
+        was_cancelled=AsyncMock(return_value=False),
+        stopping=stopping,
+        telling=contextlib.nullcontext,
     )
     interaction.client.messenger = SimpleNamespace(
         status_edits_in_flight=MagicMock(return_value=[]), forget=MagicMock(), restate_after=MagicMock()

@@ -416,3 +416,22 @@ async def test_discords_rate_limits_delay_the_result_but_lose_nothing(world: Wor
     assert [r.status for r in edits[:3]] == [429, 429, 200]  # sent again, files and all, after each wait
     assert edits[2].time - edits[0].time >= 0.55
     assert "9.75 credits left" in await world.quota_me()  # delivered, so charged
+
+
+async def test_a_result_posted_before_a_crash_keeps_its_buttons_when_discord_cannot_show_it(world: World) -> None:
+    """A crash between posting a result and recording it: at the next start the bot asks Discord whether the result
+    is there. If that GET fails for 10 s (Discord 5xx), the job is refunded (the documented choice when it cannot
+    tell) and the member told; the status's text says so, but a result there keeps its image and its buttons."""
+    await world.start_bot()
+    world.discord.hold_answer_next("PATCH", "/webhooks/", seconds=30)  # the upload is taken, its answer never comes
+    interaction = await world.imagine(prompt="a lighthouse", quality="low")
+    await interaction.wait_for(lambda i: bool(i.original and i.original.attachments), timeout=30)
+    for _ in range(5):  # discord.py tries a 5xx five times, 1 + 3 + 5 + 7 s apart: past the 10 s check
+        world.discord.fail_next("GET", "/webhooks/", status=503, message="503: Service Unavailable")
+    await world.restart_bot(crash=True)
+    await wait_until(lambda: "interrupted by a restart" in world.bot.log(), timeout=30, what="the recovery")
+    await asyncio.sleep(1)
+    result = interaction.original
+    assert result is not None and result.attachments  # the member has the image, refunded: it is theirs
+    button_id(result, "Delete"), button_id(result, "Re-roll")  # its buttons are still there (each raises if not)
+    assert any("restarted" in (m.content or "") for m in interaction.followups)

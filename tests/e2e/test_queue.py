@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 
 import pytest
 
-from tests.e2e.harness import World, button_id, content_of, database_locked, has_attachments, wait_until
+from tests.e2e.harness import (
+    World,
+    button_id,
+    content_of,
+    database_locked,
+    has_attachments,
+    job_is,
+    job_state,
+    wait_until,
+)
 from tests.fakes.discord import FakeInteraction, FakeMessage
 from tests.fakes.discord.interactions import walk_components
 
@@ -511,3 +521,92 @@ async def test_a_failure_after_the_token_died_is_told_in_the_channel_and_settles
     assert not interaction.original.mentions_would_ping
     assert "10 credits left" in await world.quota_me()
     drop_expected_errors(world, "50027")
+
+
+async def test_a_position_edit_held_by_a_429_does_not_land_over_the_settled_status(
+    world: World,
+) -> None:
+    """Past its token, a queued job's status is edited as a channel message, through the bot's REST client, where
+    two edits of one message can overtake each other. A queue-position edit that Discord answers with a 429 would be
+    sent again by discord.py after the job was delivered and its status settled, showing "queued, next in line" and
+    a Cancel button for good: the result calls it off."""
+    carol = world.discord.add_member(world.guild, username="carol")
+    world.onemin.latency = 3
+    await world.start_bot(MAX_CONCURRENT_JOBS="1")
+    await world.imagine(prompt="alice runs", quality="low")
+    await wait_until(lambda: prompts(world) == ["alice runs"], timeout=10, what="alice's generation")
+    world.onemin.latency = 4  # the moderator's job
+    await world.imagine(world.moderator, prompt="mod waits first", quality="low")
+    await world.imagine(carol, prompt="carol waits second", quality="low")
+    bob = await world.imagine(world.other, prompt="bob waits third", quality="low")
+    await bob.wait_for(lambda i: "2 ahead" in status(i) and has_button(i.original, "Cancel"), timeout=5)
+    bob.expire_token()  # bob's job has waited past its token's 15 minutes: its status is a channel message now
+
+    def channel_edits(code: int) -> int:
+        return sum(
+            1
+            for r in world.discord.requests
+            if r.method == "PATCH" and r.path.startswith("/channels/") and r.status == code
+        )
+
+    await wait_until(lambda: len(world.onemin.requests) == 2, timeout=10, what="the moderator's generation")
+    world.onemin.latency = 5  # carol's job: still running when bob's next position edit goes (5 s after the last)
+    await wait_until(lambda: channel_edits(200) == 1, timeout=5, what="bob's first position edit (1 ahead)")
+    # Bob's next position edit (next in line, when carol's job starts) meets a 429.
+    world.discord.rate_limit_next("PATCH", "/channels/", retry_after=6.0)
+    await wait_until(lambda: len(world.onemin.requests) == 3, timeout=10, what="carol's generation")
+    world.onemin.latency = 0.2  # bob's job is quick
+    await wait_until(lambda: channel_edits(429) == 1, timeout=5, what="bob's position edit rate-limited")
+    # Bob's job starts, is delivered in the channel (pinging bob), and his old status is settled with a link.
+    await wait_until(job_is(world, bob, "delivered"), timeout=15, what="bob's job delivered")
+    await asyncio.sleep(0.5)
+    assert "queued" not in status(bob), status(bob)
+    # The held position edit is called off when the result comes: past its 6 s it has not landed over the link.
+    await asyncio.sleep(6.5)
+    world.discord.protocol_errors.clear()  # bob's expired token refusing an edit: expected
+    assert "queued" not in status(bob) and not has_button(bob.original, "Cancel"), status(bob)
+
+
+async def test_a_stop_waits_for_a_cancels_answer_held_by_discord(world: World) -> None:
+    """SIGTERM arrives after a Cancel was written (refunded) but before its status edit reached Discord (held by a
+    429): the stop waits for it, as for a result being posted, so the status does not say "queued" with a Cancel
+    button for good."""
+    world.onemin.latency = 6
+    await world.start_bot(MAX_CONCURRENT_JOBS="1")
+    await world.imagine(prompt="running", quality="low")
+    await wait_until(lambda: prompts(world) == ["running"], timeout=10, what="the first generation")
+    queued = await world.imagine(world.other, prompt="queued one", quality="low")
+    await queued.wait_for(lambda i: has_button(i.original, "Cancel"), timeout=5)
+    world.discord.rate_limit_next("POST", "/interactions/", retry_after=2.0)  # the click's answer waits 2 s
+    await world.discord.click(world.other, world.channel, queued.original, button_id(queued.original, "Cancel"))
+    await wait_until(job_is(world, queued, "cancelled"), timeout=5, what="the cancel written")
+    await world.restart_bot(crash=False)  # docker stop / a deploy
+    await asyncio.sleep(3)
+    assert "10 credits left" in await world.quota_me(world.other)  # refunded: the job is over
+    world.discord.protocol_errors.clear()  # the click itself went unanswered ("This interaction failed")
+    assert "Cancelled" in status(queued) and not has_button(queued.original, "Cancel"), status(queued)
+
+
+async def test_a_stop_waits_for_a_cancel_slow_to_write_and_its_answer(world: World) -> None:
+    """The same with a slow database instead of a slow Discord: the Cancel is acknowledged (deferred update) and
+    its write waits for the database; the bot is stopped meanwhile; the stop lets the write and the status edit
+    finish."""
+    world.onemin.latency = 6
+    await world.start_bot(MAX_CONCURRENT_JOBS="1")
+    await world.imagine(prompt="running", quality="low")
+    await wait_until(lambda: prompts(world) == ["running"], timeout=10, what="the first generation")
+    queued = await world.imagine(world.other, prompt="queued one", quality="low")
+    await queued.wait_for(lambda i: has_button(i.original, "Cancel"), timeout=5)
+    with database_locked(world):
+        cancel_id = button_id(queued.original, "Cancel")
+        click = await world.discord.click(world.other, world.channel, queued.original, cancel_id)
+        assert (await click.wait_for_callback(timeout=3))["type"] == 6  # deferred: the write waits for the lock
+        world.bot.process.send_signal(signal.SIGTERM)  # docker stop / a deploy
+        await wait_until(lambda: "stopping" in world.bot.log(), timeout=5, what="the stop begun")
+        await asyncio.sleep(0.5)
+    await world.bot.process.wait()
+    assert await job_state(world, queued) == "cancelled"
+    await world.restart_bot(crash=True)
+    await asyncio.sleep(2)
+    assert "10 credits left" in await world.quota_me(world.other)  # refunded: the job is over
+    assert "Cancelled" in status(queued) and not has_button(queued.original, "Cancel"), status(queued)
