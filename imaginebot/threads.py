@@ -18,6 +18,12 @@ async def to_thread_to_the_end(function: Callable[..., T], *args: object) -> T:
     try:
         return await asyncio.shield(work)
     except asyncio.CancelledError:
-        with contextlib.suppress(BaseException):
-            await work
+        # Cancelled again meanwhile (a caller that cancels its tasks twice, as asyncio.gather's caller may): keep
+        # waiting. asyncio.wait never cancels what it waits for, where "await work" would cancel the future and
+        # leave the thread running unwatched.
+        while not work.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([work])
+        if not work.cancelled():
+            work.exception()  # retrieved: the caller's cancellation is what it gets
         raise
