@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from typing import Any
 
 import pytest
 
@@ -65,6 +66,18 @@ async def status_message_recorded(world: World, interaction: FakeInteraction) ->
     """Whether the bot's job table holds the id of the interaction's status message (its first response)."""
     rows = await world.db.rows(f"SELECT status_message_id FROM jobs WHERE interaction_id = {int(interaction.id)}")
     return bool(rows) and interaction.original is not None and rows[0]["status_message_id"] == interaction.original.id
+
+
+async def one_running_one_queued(world: World, **options: Any) -> FakeInteraction:
+    """The bot with one slot, held 6 s by a job of the member's; another member's ``/imagine`` (``options``) waits
+    behind it with a Cancel button: its interaction."""
+    world.onemin.latency = 6  # the running job holds the only slot throughout
+    await world.start_bot(MAX_CONCURRENT_JOBS="1")
+    await world.imagine(prompt="running", quality="low")
+    await wait_until(lambda: prompts(world) == ["running"], timeout=10, what="the first generation")
+    queued = await world.imagine(world.other, prompt="queued one", **options)
+    await queued.wait_for(lambda i: has_button(i.original, "Cancel"), timeout=5)
+    return queued
 
 
 def drop_expected_errors(world: World, *codes: str) -> None:
@@ -157,12 +170,7 @@ async def test_two_cancels_at_once_refund_once_and_the_second_is_told_it_was_can
 
 
 async def test_a_cancel_slow_to_write_is_acknowledged_in_time_then_shows_cancelled(world: World) -> None:
-    world.onemin.latency = 6  # the running job holds the only slot throughout
-    await world.start_bot(MAX_CONCURRENT_JOBS="1")
-    await world.imagine(prompt="running", quality="low")
-    await wait_until(lambda: prompts(world) == ["running"], timeout=10, what="the first generation")
-    queued = await world.imagine(world.other, prompt="queued one")
-    await queued.wait_for(lambda i: has_button(i.original, "Cancel"), timeout=5)
+    queued = await one_running_one_queued(world)
     cancel_id = button_id(queued.original, "Cancel")
     with database_locked(world):
         cancel = await world.discord.click(world.other, world.channel, queued.original, cancel_id)
@@ -571,12 +579,7 @@ async def test_a_stop_waits_for_a_cancels_answer_held_by_discord(world: World) -
     """SIGTERM arrives after a Cancel was written (refunded) but before its status edit reached Discord (held by a
     429): the stop waits for it, as for a result being posted, so the status does not say "queued" with a Cancel
     button for good."""
-    world.onemin.latency = 6
-    await world.start_bot(MAX_CONCURRENT_JOBS="1")
-    await world.imagine(prompt="running", quality="low")
-    await wait_until(lambda: prompts(world) == ["running"], timeout=10, what="the first generation")
-    queued = await world.imagine(world.other, prompt="queued one", quality="low")
-    await queued.wait_for(lambda i: has_button(i.original, "Cancel"), timeout=5)
+    queued = await one_running_one_queued(world, quality="low")
     world.discord.rate_limit_next("POST", "/interactions/", retry_after=2.0)  # the click's answer waits 2 s
     await world.discord.click(world.other, world.channel, queued.original, button_id(queued.original, "Cancel"))
     await wait_until(job_is(world, queued, "cancelled"), timeout=5, what="the cancel written")
@@ -591,12 +594,7 @@ async def test_a_stop_waits_for_a_cancel_slow_to_write_and_its_answer(world: Wor
     """The same with a slow database instead of a slow Discord: the Cancel is acknowledged (deferred update) and
     its write waits for the database; the bot is stopped meanwhile; the stop lets the write and the status edit
     finish."""
-    world.onemin.latency = 6
-    await world.start_bot(MAX_CONCURRENT_JOBS="1")
-    await world.imagine(prompt="running", quality="low")
-    await wait_until(lambda: prompts(world) == ["running"], timeout=10, what="the first generation")
-    queued = await world.imagine(world.other, prompt="queued one", quality="low")
-    await queued.wait_for(lambda i: has_button(i.original, "Cancel"), timeout=5)
+    queued = await one_running_one_queued(world, quality="low")
     with database_locked(world):
         cancel_id = button_id(queued.original, "Cancel")
         click = await world.discord.click(world.other, world.channel, queued.original, cancel_id)
