@@ -25,7 +25,7 @@ from PIL import Image
 from imaginebot.delivery.headers import image_header, webp_size
 from imaginebot.delivery.images import DeliverableImage, SourceImage
 from imaginebot.periods import discord_timestamp
-from imaginebot.threads import to_thread_to_the_end
+from imaginebot.threads import gather_to_the_end, to_thread_to_the_end
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,10 @@ async def fit_for_upload(
             log.exception("could not fit image %d for upload; posting it as a link", source.index)
             return _as_link(source, "could not be prepared for upload", preferred_format)
 
-    return list(await asyncio.gather(*(fit(source) for source in images)))
+    if len(images) == 1:  # the usual case: no task to create
+        return [await fit(images[0])]
+    # Not asyncio.gather: cancelled, it would return while another image's thread still writes into workdir.
+    return await gather_to_the_end(*(fit(source) for source in images))
 
 
 def describe_size(size_bytes: int) -> str:

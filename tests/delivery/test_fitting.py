@@ -9,6 +9,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image, ImageFile
@@ -440,3 +441,41 @@ async def test_a_fit_cancelled_mid_decode_leaves_nothing_after_the_jobs_cleanup(
         workdir.rmdir()
     await asyncio.get_running_loop().shutdown_default_executor()  # every worker thread has ended
     assert not workdir.exists()
+
+
+async def test_a_cancelled_fit_of_two_images_ends_only_when_both_threads_have(
+    tmp_path: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two images re-encoded side by side, one much quicker, and the fitting cancelled (twice: asyncio.gather's
+    caller may): it ends only once both threads have, so none writes into the work folder after the job removed it.
+    asyncio.gather would end as soon as the quick image's thread did."""
+    loop = asyncio.get_running_loop()
+    started = asyncio.Semaphore(0)
+    running = 0
+    reencode = fitting._reencode_to_fit
+
+    def counted(*args: Any) -> Any:
+        nonlocal running
+        running += 1  # (each runs on a worker thread; += on an int under the GIL is enough for two of them)
+        loop.call_soon_threadsafe(started.release)
+        try:
+            return reencode(*args)
+        finally:
+            running -= 1
+
+    monkeypatch.setattr(fitting, "_reencode_to_fit", counted)
+    sources = [
+        save_source(noise(side, side, seed=index), tmp_path / f"big{index}.png", compress_level=1, index=index)
+        for index, side in enumerate((1024, 3072))
+    ]
+    fitting_task = asyncio.create_task(
+        fit_for_upload(sources, file_limit=1 * MiB, workdir=workdir, preferred_format="png")
+    )
+    for _ in sources:
+        await started.acquire()
+    fitting_task.cancel()
+    await asyncio.sleep(0.01)
+    fitting_task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await fitting_task
+    assert running == 0, "the fitting ended while a re-encoding thread still wrote into the work folder"
