@@ -27,7 +27,7 @@ from imaginebot.generator.errors import (
 )
 from imaginebot.generator.slots import DownloadSlots
 from imaginebot.generator.types import DownloadedImage, GenerationRequest, GenerationResult, MalformedResult
-from imaginebot.threads import to_thread_to_the_end
+from imaginebot.threads import to_thread_to_the_end, wait_to_the_end
 
 log = logging.getLogger(__name__)
 
@@ -223,8 +223,9 @@ class GeneratorClient:
                 # Cancelled (the bot is stopping): the images already fetched are files nobody else knows of.
                 for task in fetching:
                     task.cancel()
-                done = await asyncio.gather(*fetching, return_exceptions=True)
-                paths = [image.path for image in done if isinstance(image, DownloadedImage) and image.path]
+                # Every download ended (a second cancellation must not cut this short and leave files behind).
+                done = [task.result() for task in await wait_to_the_end(fetching) if _succeeded(task)]
+                paths = [image.path for image in done if image.path]
                 await asyncio.shield(asyncio.to_thread(_unlink_all, paths))
                 raise
         failed = [image for image in images if not image.ok]
@@ -470,6 +471,11 @@ class _Spool:
 
 def _unlink(path: Path) -> None:
     path.unlink(missing_ok=True)
+
+
+def _succeeded(task: asyncio.Future[object]) -> bool:
+    """Whether ``task`` ended with a result (its error, if any, is retrieved: it is not logged as never seen)."""
+    return not task.cancelled() and task.exception() is None
 
 
 def _unlink_all(paths: list[Path]) -> None:

@@ -973,6 +973,47 @@ async def test_a_download_cancelled_half_way_leaves_no_file(session: aiohttp.Cli
     assert spooled(spool) == []
 
 
+async def test_a_download_cancelled_again_while_it_clears_up_still_leaves_no_file(
+    session: aiohttp.ClientSession, spool: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled (the stuck image ends at once, the one on a slow disk waits for its thread), then cancelled
+    again while it waits to remove what it fetched, as asyncio.gather's caller may: the fetched file still goes."""
+    png = small_png() * 40  # over the in-memory size: written to a file
+    loop = asyncio.get_running_loop()
+    slow_write_began = asyncio.Event()
+    real_write = client_module._Spool.write
+
+    def slow_for_the_third(self: Any, data: bytes) -> None:
+        if "-2-" in self._prefix:  # image index 2
+            loop.call_soon_threadsafe(slow_write_began.set)
+            time.sleep(0.4)
+        real_write(self, data)
+
+    monkeypatch.setattr(client_module._Spool, "write", slow_for_the_third)
+
+    async def images(request: web.Request) -> web.StreamResponse:
+        if request.path.endswith("stuck.png"):
+            await asyncio.Event().wait()
+        return web.Response(body=png, content_type="image/png")
+
+    runner, base, _ = await tiny_server(images)
+    try:
+        client = GeneratorClient(session, api_key=KEY, api_url=base, asset_url=base, spool_dir=spool)
+        result = GenerationResult("r", ["fast.png", "stuck.png", "slow.png"], None, None, 0.0)
+        downloading = asyncio.create_task(client.download(result))
+        await wait_until(lambda: len(spooled(spool)) == 1, 5, "the fast image on disk")
+        await slow_write_began.wait()
+        downloading.cancel()  # the bot is stopping
+        await asyncio.sleep(0.1)
+        downloading.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await downloading
+    finally:
+        await runner.cleanup()
+    await asyncio.get_running_loop().shutdown_default_executor()  # every worker thread has ended
+    assert spooled(spool) == []
+
+
 async def test_more_images_than_asked_for_are_cut_to_the_count(session: aiohttp.ClientSession) -> None:
     """Posting them would fail (alt text says "image 3 of 2"): the ones asked for are kept."""
     three = ["development/images/a.png", "development/images/b.png", "development/images/c.png"]
