@@ -239,9 +239,11 @@ class JobService:
         start_now = self.scheduler.claim(request.user_id)
         try:
             outcome = await self._reserve(request, cost, checks, start=start_now)
-        except BaseException:
+        except BaseException as error:
             if start_now:
                 self.scheduler.release(request.user_id)
+            if isinstance(error, Exception):
+                await self._take_back_lost_reservation(request)
             raise
         if isinstance(outcome, Refused):
             if start_now:
@@ -273,6 +275,21 @@ class JobService:
         if position is not None:
             self._pushed_positions[job.id] = position
         return Accepted(job, position)
+
+    async def _take_back_lost_reservation(self, request: JobRequest) -> None:
+        """After a reservation that failed: if it was written after all (its connection dropped between COMMIT and
+        the answer), end that job as cancelled and refund it, since the member is told nothing was charged. Left
+        alone, a queued one would run at the next start and one written as running be refunded as interrupted
+        only then, its credits held meanwhile. If the store cannot say, the next start settles it as before."""
+        try:
+            recent = await self.store.recent_jobs(guild_id=request.guild_id, user_id=request.user_id, limit=5)
+            written = next((job for job in recent if job.interaction_id == request.interaction_id), None)
+            if written is not None and await self.store.fail_job(
+                written.id, state="cancelled", error="its reservation failed as far as the bot could tell"
+            ):
+                log.warning("job %s: its reservation was written after all; cancelled and refunded", written.id)
+        except Exception:
+            log.warning("could not check whether a failed reservation was written after all", exc_info=True)
 
     async def _reserve(
         self, request: JobRequest, cost: int, checks: Sequence[BudgetCheck], *, start: bool

@@ -506,6 +506,74 @@ async def test_a_queued_job_whose_start_the_store_refuses_is_queued_again_not_st
     assert not failures
 
 
+def reservations_lost_after_commit(harness: Harness, monkeypatch: pytest.MonkeyPatch, times: int = 1) -> list[int]:
+    """The next ``times`` reservations are written, then their answers lost (a connection dropped after COMMIT).
+    Returns the list the lost jobs' ids are added to."""
+    real_reserve = harness.store.reserve
+    lost: list[int] = []
+
+    async def commits_then_fails(*args: Any, **kwargs: Any) -> Any:
+        outcome = await real_reserve(*args, **kwargs)
+        if len(lost) < times:
+            lost.append(outcome.job.id)
+            raise ConnectionResetError("the answer was lost after COMMIT")
+        return outcome
+
+    monkeypatch.setattr(harness.store, "reserve", commits_then_fails)
+    return lost
+
+
+async def test_a_reservation_written_whose_answer_was_lost_is_taken_back_as_the_member_is_told(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The member is told nothing was charged: the job, written as running, is cancelled and refunded at once,
+    never sent, rather than holding the credits until the next start refunds it as interrupted."""
+    lost = reservations_lost_after_commit(harness, monkeypatch)
+    with pytest.raises(ConnectionResetError):
+        await harness.service.submit(harness.request())
+    (job_id,) = lost
+    job = await harness.store.get_job(job_id)
+    assert job is not None and job.state == "cancelled"
+    assert await harness.used() == 0
+    # Its place in flight was given back: the member's next two jobs both start at once.
+    first, second = await harness.submit(), await harness.submit()
+    for job in (first, second):
+        assert (await harness.settled(job)).state == "delivered"
+    assert harness.generator.posts == 2
+
+
+async def test_a_queued_reservation_whose_answer_was_lost_never_runs_later(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = await harness.fill_members_places()
+    lost = reservations_lost_after_commit(harness, monkeypatch)
+    with pytest.raises(ConnectionResetError):
+        await harness.service.submit(harness.request())
+    (job_id,) = lost
+    assert (await harness.store.get_job(job_id)).state == "cancelled"  # type: ignore[union-attr]
+    gate.set()
+    await wait_until(lambda: harness.generator.posts == 2, 5, "the two jobs in flight at the generator")
+    await asyncio.sleep(0.1)
+    assert harness.generator.posts == 2
+    assert await harness.used() == 2 * harness.service.cost_of(harness.request().options)
+
+
+async def test_a_failed_reservation_that_was_not_written_takes_nothing_back(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    earlier = await harness.submit()
+    assert (await harness.settled(earlier)).state == "delivered"
+
+    async def fails(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionResetError("refused before anything was written")
+
+    monkeypatch.setattr(harness.store, "reserve", fails)
+    with pytest.raises(ConnectionResetError):
+        await harness.service.submit(harness.request())
+    assert (await harness.store.get_job(earlier.id)).state == "delivered"  # type: ignore[union-attr]
+    assert await harness.used() == harness.service.cost_of(harness.request().options)
+
+
 async def test_a_start_written_whose_answer_was_lost_still_runs_the_job(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
