@@ -95,6 +95,16 @@ def process_cpu_seconds(pid: int) -> float:
     return (user_ticks + system_ticks) / _CLOCK_TICKS
 
 
+def thread_schedule_seconds(pid: int, tid: int | None = None) -> tuple[float, float]:
+    """Seconds one thread of a process (its main thread by default) has run on a core, and has waited for one while
+    runnable (/proc/PID/task/TID/schedstat, in nanoseconds); NaN for both where the kernel does not say."""
+    try:
+        ran, waited, _slices = Path(f"/proc/{pid}/task/{tid or pid}/schedstat").read_text().split()
+    except (OSError, ValueError):
+        return math.nan, math.nan
+    return int(ran) / 1e9, int(waited) / 1e9
+
+
 def process_memory_kib(pid: int) -> dict[str, int]:
     """VmRSS (now) and VmHWM (high-water mark) of a process, in KiB."""
     found: dict[str, int] = {}

@@ -12,11 +12,12 @@ import os
 import pstats
 import sys
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from bench.instrumented_bot import token_key
 from bench.measure import Summary, Timeline, percentile
-from bench.world import FAIRNESS_BURST_JOBS, FAIRNESS_MEMBERS, Generation, Run
+from bench.world import FAIRNESS_BURST_JOBS, FAIRNESS_MEMBERS, Generation, Run, Sample
 
 log = logging.getLogger(__name__)
 
@@ -226,13 +227,26 @@ def cpu(run: Run, stats: dict[str, Any]) -> dict[str, Any]:
         result["accept_phase_seconds"] = accepted.at - fire.at
         result["bot_accept_per_interaction_ms"] = (accepted.bot_cpu - fire.bot_cpu) / count * 1000
         result["fakes_accept"] = accepted.bench_cpu - fire.bench_cpu
+        result["loop_accept"] = loop_thread(fire, accepted)
     if "first_result" in phases:
         first = phases["first_result"]
         result["bot_after_first_result"] = done.bot_cpu - first.bot_cpu
         result["bot_delivery_per_job_ms"] = (done.bot_cpu - first.bot_cpu) / count * 1000
         result["fakes_after_first_result"] = done.bench_cpu - first.bench_cpu
+        result["loop_delivery"] = loop_thread(first, done)
     result["bot_process_total"] = (stats.get("cpu_user") or 0) + (stats.get("cpu_system") or 0)
     return result
+
+
+def loop_thread(start: Sample, end: Sample) -> dict[str, float]:
+    """Between two samples: the seconds that passed, and how many of them the bot's event-loop thread ran on a core
+    and waited for one while it had work (the machine's other processes, or the bot's own threads, had them).
+    A loop that ran nearly all the time and waited little is bound by its own CPU."""
+    return {
+        "seconds": end.at - start.at,
+        "ran": end.loop_ran - start.loop_ran,
+        "waited": end.loop_waited - start.loop_waited,
+    }
 
 
 def rest_requests(stats: dict[str, Any], start: float, end: float) -> dict[str, dict[str, Any]]:
@@ -318,6 +332,16 @@ def targets(report: dict[str, Any], args: argparse.Namespace) -> list[tuple[str,
 # -- output -----------------------------------------------------------------------------------------------------------
 
 
+def say_loop_thread(say: Callable[[str], None], loop: dict[str, float]) -> None:
+    """``    the loop thread: on a core 0.38 s of 0.48 s, waiting for one 0.01 s`` (nothing where not measured)."""
+    if math.isnan(loop["ran"]):
+        return
+    say(
+        f"    the bot's loop thread: on a core {loop['ran']:.2f} s of {loop['seconds']:.2f} s, "
+        f"waiting for one {loop['waited']:.3f} s"
+    )
+
+
 def print_report(report: dict[str, Any], args: argparse.Namespace, out: Any = None) -> None:
     """The human-readable report (to stdout unless ``out`` is given)."""
 
@@ -389,8 +413,12 @@ def print_report(report: dict[str, Any], args: argparse.Namespace, out: Any = No
             f"  accept phase ({c['accept_phase_seconds']:.2f} s: all answered and at the generator): "
             f"{c['bot_accept_per_interaction_ms']:.2f} ms per interaction"
         )
+    if "loop_accept" in c:
+        say_loop_thread(say, c["loop_accept"])
     if "bot_delivery_per_job_ms" in c:
         say(f"  from the first result to the end: {c['bot_delivery_per_job_ms']:.2f} ms per job")
+    if "loop_delivery" in c:
+        say_loop_thread(say, c["loop_delivery"])
     say(
         f"fakes (this process) CPU: {c['fakes_total']:.2f} s in the burst"
         + (f", {c['fakes_accept']:.2f} s of it in the accept phase" if "fakes_accept" in c else "")

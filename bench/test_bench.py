@@ -15,7 +15,14 @@ import pytest
 from bench.burst import main as burst_main
 from bench.compare import medians, read_figures
 from bench.instrumented_bot import request_kind, token_key
-from bench.measure import Summary, Timeline, percentile, process_cpu_seconds, process_memory_kib
+from bench.measure import (
+    Summary,
+    Timeline,
+    percentile,
+    process_cpu_seconds,
+    process_memory_kib,
+    thread_schedule_seconds,
+)
 from bench.world import DeliveryTracker
 from tests.fakes.discord import RecordedFile, RecordedRequest
 
@@ -58,6 +65,19 @@ def test_proc_readers_see_this_process() -> None:
     assert process_cpu_seconds(os.getpid()) >= before + 0.03
     memory = process_memory_kib(os.getpid())
     assert memory["VmHWM"] >= memory["VmRSS"] > 0
+
+
+def test_the_main_threads_schedule_is_read() -> None:
+    ran_before, waited_before = thread_schedule_seconds(os.getpid())
+    if math.isnan(ran_before):
+        pytest.skip("this kernel does not give /proc/PID/task/TID/schedstat")
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:
+        pass
+    ran, waited = thread_schedule_seconds(os.getpid())
+    assert ran >= ran_before + 0.03
+    assert waited >= waited_before
+    assert math.isnan(thread_schedule_seconds(os.getpid(), tid=2**22 + 1)[0])  # no such thread
 
 
 def _record(path: str, *, at: float, status: int | None, files: int = 0, json: Any = None) -> RecordedRequest:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -20,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bench.measure import machine_cpu_seconds, own_cpu_seconds, process_cpu_seconds
+from bench.measure import machine_cpu_seconds, own_cpu_seconds, process_cpu_seconds, thread_schedule_seconds
 from tests.botenv import REPO, bot_environment
 from tests.fakes.discord import FakeChannel, FakeDiscord, FakeGuild, FakeInteraction, FakeMember, RecordedRequest
 from tests.fakes.onemin import FakeOneMin
@@ -263,17 +264,21 @@ class Request:
 
 @dataclass
 class Sample:
-    """CPU seconds of the bot, of this process (the fakes) and of the whole machine at one moment."""
+    """CPU seconds of the bot, of this process (the fakes) and of the whole machine at one moment; and how long the
+    bot's event-loop thread has run on a core and waited for one (runnable, while something else had the cores)."""
 
     at: float
     bot_cpu: float
     bench_cpu: float
     machine_cpu: float
+    loop_ran: float = math.nan
+    loop_waited: float = math.nan
 
     @classmethod
     def take(cls, pid: int) -> Sample:
         """Read them now."""
-        return cls(time.monotonic(), process_cpu_seconds(pid), own_cpu_seconds(), machine_cpu_seconds())
+        ran, waited = thread_schedule_seconds(pid)
+        return cls(time.monotonic(), process_cpu_seconds(pid), own_cpu_seconds(), machine_cpu_seconds(), ran, waited)
 
 
 @dataclass
