@@ -291,19 +291,48 @@ async def test_a_far_off_retry_after_pauses_new_starts_no_longer_than_the_longes
     assert (await harness.store.get_job(job.id)).state == "running"  # type: ignore[union-attr]
 
 
+def store_down_for(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, method: str, failures: int, error: Exception
+) -> list[Any]:
+    """The store's ``method`` raises (a copy of) ``error`` for its next ``failures`` calls, then works again.
+    Returns the list every call's first argument (the job id) is added to, in order."""
+    real = getattr(harness.store, method)
+    calls: list[Any] = []
+
+    async def down_for_a_while(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args[0] if args else None)
+        if len(calls) <= failures:
+            raise type(error)(*error.args)
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(harness.store, method, down_for_a_while)
+    return calls
+
+
+def answers_lost_after_commit(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, method: str, times: int = 1
+) -> list[Any]:
+    """The store's ``method`` writes, but for its next ``times`` calls the answer is lost (a connection dropped
+    after COMMIT): ConnectionResetError. Returns the list what those writes returned is added to."""
+    real = getattr(harness.store, method)
+    lost: list[Any] = []
+
+    async def commits_then_fails(*args: Any, **kwargs: Any) -> Any:
+        outcome = await real(*args, **kwargs)
+        if len(lost) < times:
+            lost.append(outcome)
+            raise ConnectionResetError("the answer was lost after COMMIT")
+        return outcome
+
+    monkeypatch.setattr(harness.store, method, commits_then_fails)
+    return lost
+
+
 async def test_a_store_error_after_the_images_are_posted_is_retried_and_never_refunds(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(jobs_module, "RECORD_RETRY_WAITS", (0.01,))
-    real_mark_delivered = harness.store.mark_delivered
-    failures = ["database is locked"]
-
-    async def flaky_mark_delivered(*args: Any, **kwargs: Any) -> Any:
-        if failures:
-            raise RuntimeError(failures.pop())
-        return await real_mark_delivered(*args, **kwargs)
-
-    monkeypatch.setattr(harness.store, "mark_delivered", flaky_mark_delivered)
+    store_down_for(harness, monkeypatch, "mark_delivered", 1, RuntimeError("database is locked"))
     job = await harness.submit()
     assert (await harness.settled(job)).state == "delivered"
     assert "failed" not in harness.events.kinds()
@@ -314,16 +343,7 @@ async def test_a_delivery_is_recorded_whenever_the_store_comes_back_never_failed
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(jobs_module, "RECORD_RETRY_WAITS", (0.01, 0.01))  # then every 0.06 s
-    real_mark_delivered = harness.store.mark_delivered
-    calls: list[int] = []
-
-    async def down_for_a_while(job_id: int, **kwargs: Any) -> bool:
-        calls.append(job_id)
-        if len(calls) <= 6:
-            raise RuntimeError("disk I/O error")
-        return await real_mark_delivered(job_id, **kwargs)
-
-    monkeypatch.setattr(harness.store, "mark_delivered", down_for_a_while)
+    calls = store_down_for(harness, monkeypatch, "mark_delivered", 6, RuntimeError("disk I/O error"))
     job = await harness.submit()
     await wait_until(lambda: len(calls) == 4, 5, "tries beyond the first three")
     assert "failed" not in harness.events.kinds() and "delivered" not in harness.events.kinds()
@@ -399,16 +419,9 @@ async def test_a_generator_failure_while_the_store_is_down_is_recorded_when_it_r
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(jobs_module, "RECORD_RETRY_WAITS", (0.01, 0.01))  # then every 0.06 s
-    real_fail_job = harness.store.fail_job
-    calls: list[int] = []
-
-    async def down_for_a_while(job_id: int, **kwargs: Any) -> bool:
-        calls.append(job_id)
-        if len(calls) <= 4:
-            raise ConnectionRefusedError("the database server is restarting")
-        return await real_fail_job(job_id, **kwargs)
-
-    monkeypatch.setattr(harness.store, "fail_job", down_for_a_while)
+    calls = store_down_for(
+        harness, monkeypatch, "fail_job", 4, ConnectionRefusedError("the database server is restarting")
+    )
     harness.generator.errors = [ContentRejected("HTTP 400 moderation_blocked")]
     job = await harness.submit()
     await wait_until(lambda: len(calls) == 3, 5, "tries while the store is down")
@@ -423,17 +436,7 @@ async def test_a_failure_written_whose_answer_was_lost_is_told_and_refunded_once
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(jobs_module, "RECORD_RETRY_WAITS", (0.01,))
-    real_fail_job = harness.store.fail_job
-    lost: list[bool] = []
-
-    async def commits_then_fails(job_id: int, **kwargs: Any) -> bool:
-        refunded = await real_fail_job(job_id, **kwargs)
-        if not lost:
-            lost.append(refunded)
-            raise ConnectionResetError("the answer was lost after COMMIT")
-        return refunded
-
-    monkeypatch.setattr(harness.store, "fail_job", commits_then_fails)
+    lost = answers_lost_after_commit(harness, monkeypatch, "fail_job")
     harness.generator.errors = [ContentRejected("HTTP 400 moderation_blocked")]
     job = await harness.submit()
     await harness.events.wait_for("failed")
@@ -491,36 +494,11 @@ async def test_a_queued_job_whose_start_the_store_refuses_is_queued_again_not_st
     first, second = await harness.submit(), await harness.submit()  # the member's two places in flight
     third = await harness.submit()  # queued
     assert (await harness.store.get_job(third.id)).state == "queued"  # type: ignore[union-attr]
-    real_mark_running = harness.store.mark_running
-    failures = ["connection reset"]
-
-    async def flaky_mark_running(job_id: int, **kwargs: Any) -> bool:
-        if failures:
-            raise ConnectionResetError(failures.pop())
-        return await real_mark_running(job_id, **kwargs)
-
-    monkeypatch.setattr(harness.store, "mark_running", flaky_mark_running)
+    calls = store_down_for(harness, monkeypatch, "mark_running", 1, ConnectionResetError("connection reset"))
     gate.set()
     for job in (first, second, third):
         assert (await harness.settled(job)).state == "delivered"
-    assert not failures
-
-
-def reservations_lost_after_commit(harness: Harness, monkeypatch: pytest.MonkeyPatch, times: int = 1) -> list[int]:
-    """The next ``times`` reservations are written, then their answers lost (a connection dropped after COMMIT).
-    Returns the list the lost jobs' ids are added to."""
-    real_reserve = harness.store.reserve
-    lost: list[int] = []
-
-    async def commits_then_fails(*args: Any, **kwargs: Any) -> Any:
-        outcome = await real_reserve(*args, **kwargs)
-        if len(lost) < times:
-            lost.append(outcome.job.id)
-            raise ConnectionResetError("the answer was lost after COMMIT")
-        return outcome
-
-    monkeypatch.setattr(harness.store, "reserve", commits_then_fails)
-    return lost
+    assert len(calls) > 1  # the refused start, then the one that went through
 
 
 async def test_a_reservation_written_whose_answer_was_lost_is_taken_back_as_the_member_is_told(
@@ -528,10 +506,11 @@ async def test_a_reservation_written_whose_answer_was_lost_is_taken_back_as_the_
 ) -> None:
     """The member is told nothing was charged: the job, written as running, is cancelled and refunded at once,
     never sent, rather than holding the credits until the next start refunds it as interrupted."""
-    lost = reservations_lost_after_commit(harness, monkeypatch)
+    lost = answers_lost_after_commit(harness, monkeypatch, "reserve")
     with pytest.raises(ConnectionResetError):
         await harness.service.submit(harness.request())
-    (job_id,) = lost
+    (reserved,) = lost
+    job_id = reserved.job.id
     job = await harness.store.get_job(job_id)
     assert job is not None and job.state == "cancelled"
     assert await harness.used() == 0
@@ -546,10 +525,11 @@ async def test_a_queued_reservation_whose_answer_was_lost_never_runs_later(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gate = await harness.fill_members_places()
-    lost = reservations_lost_after_commit(harness, monkeypatch)
+    lost = answers_lost_after_commit(harness, monkeypatch, "reserve")
     with pytest.raises(ConnectionResetError):
         await harness.service.submit(harness.request())
-    (job_id,) = lost
+    (reserved,) = lost
+    job_id = reserved.job.id
     assert (await harness.store.get_job(job_id)).state == "cancelled"  # type: ignore[union-attr]
     gate.set()
     await wait_until(lambda: harness.generator.posts == 2, 5, "the two jobs in flight at the generator")
@@ -581,17 +561,7 @@ async def test_a_start_written_whose_answer_was_lost_still_runs_the_job(
     gate = harness.hold_deliveries()
     first, second = await harness.submit(), await harness.submit()
     third = await harness.submit()  # queued
-    real_mark_running = harness.store.mark_running
-    lost: list[bool] = []
-
-    async def commits_then_fails(job_id: int, **kwargs: Any) -> bool:
-        written = await real_mark_running(job_id, **kwargs)
-        if not lost:
-            lost.append(written)
-            raise ConnectionResetError("the answer was lost after COMMIT")
-        return written
-
-    monkeypatch.setattr(harness.store, "mark_running", commits_then_fails)
+    lost = answers_lost_after_commit(harness, monkeypatch, "mark_running")
     gate.set()
     # The retry finds the row already running (its own earlier write): the job goes to the generator, not left
     # "running" with its credits held and its member shown a queue position until the next start.
