@@ -10,7 +10,7 @@ import io
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -950,6 +950,35 @@ async def test_a_gzip_encoded_image_is_read_whole(session: aiohttp.ClientSession
     assert images[0].data == png or (images[0].path is not None and images[0].path.read_bytes() == png)
 
 
+async def cancel_a_download(
+    session: aiohttp.ClientSession,
+    spool: Path,
+    answer: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    paths: list[str],
+    *,
+    ready: Callable[[], Awaitable[object]],
+    cancel_again_after: float | None = None,
+) -> None:
+    """Download ``paths`` from a server that answers with ``answer``; once ``ready()`` returns, cancel it (the bot
+    is stopping), and again ``cancel_again_after`` seconds later if given. It must end cancelled and, once every
+    worker thread has ended, have left no file in ``spool``."""
+    runner, base, _ = await tiny_server(answer)
+    try:
+        client = GeneratorClient(session, api_key=KEY, api_url=base, asset_url=base, spool_dir=spool)
+        downloading = asyncio.create_task(client.download(GenerationResult("r", paths, None, None, 0.0)))
+        await ready()
+        downloading.cancel()
+        if cancel_again_after is not None:
+            await asyncio.sleep(cancel_again_after)
+            downloading.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await downloading
+    finally:
+        await runner.cleanup()
+    await asyncio.get_running_loop().shutdown_default_executor()  # every worker thread has ended
+    assert spooled(spool) == []
+
+
 async def test_a_download_cancelled_half_way_leaves_no_file(session: aiohttp.ClientSession, spool: Path) -> None:
     png = small_png() * 40  # over the in-memory size: written to a file
 
@@ -959,18 +988,10 @@ async def test_a_download_cancelled_half_way_leaves_no_file(session: aiohttp.Cli
         await asyncio.Event().wait()
         raise AssertionError("never answers")
 
-    runner, base, _ = await tiny_server(fast_or_stuck)
-    try:
-        client = GeneratorClient(session, api_key=KEY, api_url=base, asset_url=base, spool_dir=spool)
-        result = GenerationResult("r", ["fast.png", "stuck.png"], None, None, 0.0)
-        downloading = asyncio.create_task(client.download(result))
+    async def fast_image_on_disk() -> None:
         await wait_until(lambda: len(spooled(spool)) == 1, 5, "the fast image on disk")
-        downloading.cancel()  # the bot is stopping
-        with pytest.raises(asyncio.CancelledError):
-            await downloading
-    finally:
-        await runner.cleanup()
-    assert spooled(spool) == []
+
+    await cancel_a_download(session, spool, fast_or_stuck, ["fast.png", "stuck.png"], ready=fast_image_on_disk)
 
 
 async def test_a_download_cancelled_again_while_it_clears_up_still_leaves_no_file(
@@ -996,22 +1017,12 @@ async def test_a_download_cancelled_again_while_it_clears_up_still_leaves_no_fil
             await asyncio.Event().wait()
         return web.Response(body=png, content_type="image/png")
 
-    runner, base, _ = await tiny_server(images)
-    try:
-        client = GeneratorClient(session, api_key=KEY, api_url=base, asset_url=base, spool_dir=spool)
-        result = GenerationResult("r", ["fast.png", "stuck.png", "slow.png"], None, None, 0.0)
-        downloading = asyncio.create_task(client.download(result))
+    async def fast_on_disk_and_slow_writing() -> None:
         await wait_until(lambda: len(spooled(spool)) == 1, 5, "the fast image on disk")
         await slow_write_began.wait()
-        downloading.cancel()  # the bot is stopping
-        await asyncio.sleep(0.1)
-        downloading.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await downloading
-    finally:
-        await runner.cleanup()
-    await asyncio.get_running_loop().shutdown_default_executor()  # every worker thread has ended
-    assert spooled(spool) == []
+
+    paths = ["fast.png", "stuck.png", "slow.png"]
+    await cancel_a_download(session, spool, images, paths, ready=fast_on_disk_and_slow_writing, cancel_again_after=0.1)
 
 
 async def test_more_images_than_asked_for_are_cut_to_the_count(session: aiohttp.ClientSession) -> None:
@@ -1045,15 +1056,4 @@ async def test_a_download_cancelled_while_its_first_write_waits_on_a_slow_disk_l
     async def images(request: web.Request) -> web.Response:
         return web.Response(body=body, content_type="image/png")
 
-    runner, base, _ = await tiny_server(images)
-    try:
-        client = GeneratorClient(session, api_key=KEY, api_url=base, asset_url=base, spool_dir=spool)
-        downloading = asyncio.create_task(client.download(GenerationResult("r", ["a.png", "b.png"], None, None, 0.0)))
-        await asyncio.sleep(0.15)
-        downloading.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await downloading
-    finally:
-        await runner.cleanup()
-    await asyncio.get_running_loop().shutdown_default_executor()  # every worker thread has ended
-    assert spooled(spool) == []
+    await cancel_a_download(session, spool, images, ["a.png", "b.png"], ready=lambda: asyncio.sleep(0.15))
