@@ -25,6 +25,7 @@ from dotenv import load_dotenv
 
 from cogs.answering import DISCORD_FAILURES, answered, reply_privately
 from cogs.members import NotModerator
+from cogs.pacing import IntakePacer, pace_gateway_reading
 from imaginebot.config import ConfigError, Settings, load_settings
 from imaginebot.generator import GeneratorClient
 from imaginebot.jobs import JobService
@@ -327,6 +328,7 @@ def main() -> int:
         return 2
     listener = setup_logging(settings)
     point_discord_at(settings)
+    pace_gateway_reading(IntakePacer())
     unavailable: DatabaseUnavailable | GuildUnavailable | DiscordUnreachable | TokenRefused | None = None
     try:
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:

@@ -326,6 +326,22 @@ async def test_a_burst_while_the_database_is_locked_is_answered_in_time_and_deli
     assert not world.discord.protocol_errors, world.discord.protocol_errors
 
 
+async def test_a_burst_larger_than_the_gateway_readers_pace_is_answered_at_once_and_delivered(world: World) -> None:
+    # More interactions at once than the reader lets wait for an answer (cogs/pacing.py): it waits for the bot.
+    members = [world.discord.add_member(world.guild, username=f"member{n}") for n in range(60)]
+    world.onemin.latency = 0.5
+    await world.start_bot()
+    interactions = await asyncio.gather(
+        *(world.imagine(member, prompt=f"burst {n}", quality="low") for n, member in enumerate(members))
+    )
+    callbacks = await asyncio.gather(*(i.wait_for_callback(timeout=2.95) for i in interactions))
+    assert {callback["type"] for callback in callbacks} == {4}  # every one answered with its status, none deferred
+    for interaction in interactions:
+        await interaction.wait_for(has_attachments(1), timeout=60)
+    assert len(world.onemin.requests) == 60
+    assert not world.discord.protocol_errors, world.discord.protocol_errors
+
+
 async def test_a_refusal_after_a_deferral_is_private_and_leaves_no_placeholder(world: World) -> None:
     await world.start_bot()
     await say(world, world.moderator, "quota", "set", member=world.member, credits=0)
