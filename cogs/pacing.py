@@ -143,12 +143,16 @@ def pace_gateway_reading(pacer: IntakePacer) -> None:
     autocomplete) is sent, and the gateway reader paces itself after each message. Called again, the new pacer
     takes the old one's place."""
     _current[:] = [pacer]
-    log.debug("gateway reading paced: at most %d interactions waiting for their first response", pacer.depth)
-    if getattr(DiscordWebSocket.received_message, "paced", False):
+    read = getattr(DiscordWebSocket, "received_message", None)
+    parse = getattr(ConnectionState, "parse_interaction_create", None)
+    respond = getattr(AsyncWebhookAdapter, "create_interaction_response", None)
+    if getattr(read, "paced", False):
         return
-    read = DiscordWebSocket.received_message
-    parse = ConnectionState.parse_interaction_create
-    respond = AsyncWebhookAdapter.create_interaction_response
+    if not (callable(read) and callable(parse) and callable(respond)):
+        # Another discord.py than the ones this was written for (2.6, 2.7): the bot works as well without.
+        log.warning("this discord.py has no hooks for pacing the gateway reading: a burst is read all at once")
+        return
+    log.debug("gateway reading paced: at most %d interactions waiting for their first response", pacer.depth)
 
     async def received_message(self: DiscordWebSocket, msg: Any, /) -> None:
         await read(self, msg)

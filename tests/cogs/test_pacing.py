@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 from unittest.mock import patch
 
+import pytest
 from discord.gateway import DiscordWebSocket
 from discord.state import ConnectionState
 from discord.webhook.async_ import AsyncWebhookAdapter
@@ -171,3 +172,18 @@ async def test_the_hooks_count_an_interaction_from_its_event_to_its_first_respon
         await AsyncWebhookAdapter.create_interaction_response(None, 7, "token", session=None, params=None)  # type: ignore[arg-type]
         await asyncio.wait_for(reading, 0.1)
         assert (responded, pacer.open) == ([7], 0)
+
+
+def test_a_discord_py_without_the_hooks_is_left_as_it_is(caplog: pytest.LogCaptureFixture) -> None:
+    read_before = DiscordWebSocket.received_message
+    parse_before = ConnectionState.parse_interaction_create
+    with (
+        patch.object(pacing, "_current", []),
+        patch.object(AsyncWebhookAdapter, "create_interaction_response", None),  # renamed in some later version
+        patch.object(DiscordWebSocket, "received_message", read_before),
+        patch.object(ConnectionState, "parse_interaction_create", parse_before),
+    ):
+        pace_gateway_reading(IntakePacer())
+        assert DiscordWebSocket.received_message is read_before
+        assert ConnectionState.parse_interaction_create is parse_before
+    assert "no hooks for pacing" in caplog.text
