@@ -15,7 +15,8 @@ What is measured, without changing the bot's code (only discord.py hooks and a w
 - every Discord REST request the bot made, as discord.py's request methods saw it: kind, start, end, status (no
   URL, no token, no header);
 - every garbage collection (generation, start, duration), through ``gc.callbacks``;
-- CPU time (getrusage) and the resident-set high-water mark (VmHWM) at exit.
+- CPU time (getrusage) and the resident-set high-water mark (VmHWM) at exit;
+- how often the gateway reader waited for the bot to answer, and rested (``cogs/pacing.py``), over the whole run.
 """
 
 from __future__ import annotations
@@ -219,10 +220,21 @@ class Instruments:
             "cpu_system": usage.ru_stime,
             "maxrss_kib": usage.ru_maxrss,
             "vm_hwm_kib": _vm_hwm_kib(),
+            "gateway_pacing": _pacing_counts(),
         }
         temporary = self.stats_path.with_suffix(".tmp")
         temporary.write_text(json.dumps(stats))
         temporary.replace(self.stats_path)
+
+
+def _pacing_counts() -> dict[str, int] | None:
+    """How often the gateway reader waited for the bot to answer, and how often it then rested (cogs/pacing.py)."""
+    from cogs import pacing
+
+    if not pacing._current:
+        return None
+    pacer = pacing._current[0]
+    return {"holds": pacer.holds, "rests": pacer.rests}
 
 
 def _short(filename: str) -> str:

@@ -168,6 +168,7 @@ def event_loop(stats: dict[str, Any], start: float, end: float) -> dict[str, Any
         "sampled_stacks": len(stacks),
         "common_stacks": [{"samples": count, "stack": list(stack)} for stack, count in common],
         "collections": _collections(stats, start, end),
+        "gateway_pacing": stats.get("gateway_pacing"),
     }
 
 
@@ -394,6 +395,12 @@ def print_report(report: dict[str, Any], args: argparse.Namespace, out: Any = No
                 for generation, entry in loop["collections"].items()
             ]
             say("  garbage collections: " + ", ".join(parts))
+        if loop.get("gateway_pacing"):
+            pacing = loop["gateway_pacing"]
+            say(
+                f"  gateway reader (cogs/pacing.py, the whole run): waited {pacing['holds']} times for the bot to "
+                f"answer, stopped waiting for a while {pacing['rests']} times"
+            )
         for common in loop["common_stacks"]:
             say(f"  stalled in ({common['samples']} samples): " + " <- ".join(reversed(common["stack"][-4:])))
     mem = report["memory_mb"]
