@@ -199,7 +199,8 @@ class PostgresStore(SqlStore):
 
     @asynccontextmanager
     async def _pooled(self) -> AsyncIterator[asyncpg.Connection]:
-        """A connection from the pool, given back at the end; a failure to give it back is not the caller's.
+        """A connection from the pool, given back at the end (closed if a query on it ran past COMMAND_TIMEOUT); a
+        failure to give it back is not the caller's.
 
         asyncpg resets a connection as it takes it back, and when that fails (the server dropped the connection
         after the work on it was done: a restart, a terminated backend) it closes it, so that a new one replaces
@@ -211,6 +212,12 @@ class PostgresStore(SqlStore):
         conn = await pool.acquire()
         try:
             yield conn
+        except TimeoutError:
+            # A query past COMMAND_TIMEOUT: the server went silent (a partition, a frozen host) or is hopelessly
+            # slow. Given back as it is, the connection would wait as long again for the query's cancellation and
+            # its reset before the caller hears of it; closed, the server rolls back whatever was under way on it.
+            conn.terminate()
+            raise
         finally:
             try:
                 await pool.release(conn)
