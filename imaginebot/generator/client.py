@@ -27,7 +27,7 @@ from imaginebot.generator.errors import (
 )
 from imaginebot.generator.slots import DownloadSlots
 from imaginebot.generator.types import DownloadedImage, GenerationRequest, GenerationResult, MalformedResult
-from imaginebot.threads import to_thread_to_the_end, wait_to_the_end
+from imaginebot.threads import gather_to_the_end, to_thread_to_the_end
 
 log = logging.getLogger(__name__)
 
@@ -218,13 +218,11 @@ class GeneratorClient:
                 asyncio.ensure_future(self._download_image(i, urls, result, keep)) for i, urls in enumerate(sources)
             ]
             try:
-                images = await asyncio.gather(*fetching)
+                # Raises only once every download has ended, however often it is cancelled.
+                images = await gather_to_the_end(*fetching)
             except BaseException:
                 # Cancelled (the bot is stopping): the images already fetched are files nobody else knows of.
-                for task in fetching:
-                    task.cancel()
-                # Every download ended (a second cancellation must not cut this short and leave files behind).
-                done = [task.result() for task in await wait_to_the_end(fetching) if _succeeded(task)]
+                done = [task.result() for task in fetching if _succeeded(task)]
                 paths = [image.path for image in done if image.path]
                 await asyncio.shield(asyncio.to_thread(_unlink_all, paths))
                 raise
